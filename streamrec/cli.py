@@ -1,0 +1,189 @@
+"""`streamrec` command line: one entry point for operators, analysts and the demo."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from streamrec.settings import Settings, SettingsError, load_settings
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(args.config)
+
+
+def cmd_kafka(args: argparse.Namespace) -> int:
+    from streamrec.kafka import broker
+
+    if args.action == "start":
+        print(broker.start(port=args.port, controller_port=args.controller_port))
+    elif args.action == "stop":
+        broker.stop()
+        print("stopped")
+    else:
+        running, text = broker.status()
+        print(text)
+        return 0 if running else 3
+    return 0
+
+
+def cmd_topics(args: argparse.Namespace) -> int:
+    from streams.topics import create_topics
+
+    for topic, outcome in create_topics(_settings(args)).items():
+        print(f"{outcome:8} {topic}")
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from streams.run import run_worker
+
+    return run_worker(_settings(args))
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from streamrec.generate import GeneratorConfig, generate, write_world
+
+    cfg = GeneratorConfig(n_users=args.users, n_items=args.items, days=args.days, seed=args.seed)
+    world = generate(cfg)
+    items_path, events_path = write_world(world, Path(args.out))
+    print(f"{len(world.items)} items -> {items_path}\n{len(world.events)} events -> {events_path}")
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from streamrec.eventlog import read_events, read_items
+    from streamrec.replay import replay
+
+    s = _settings(args)
+    items = list(read_items(args.items)) if args.items else None
+    summary = replay(
+        read_events(args.file),
+        s.kafka_client_config(),
+        s.topics.event_topics(),
+        rate=args.rate,
+        items=items,
+        items_topic=s.topics.items,
+        retime=args.retime,
+    )
+    print(summary.format())
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from streamrec.train import train_from_files
+
+    s = _settings(args)
+    out = Path(args.out or s.model.checkpoint)
+    report = train_from_files(
+        Path(args.events),
+        Path(args.items) if args.items else None,
+        out,
+        epochs=args.epochs,
+        seed=args.seed,
+    )
+    print(report)
+    return 0
+
+
+def cmd_recs(args: argparse.Namespace) -> int:
+    from streamrec.kafka.lookup import latest_list
+
+    found = latest_list(_settings(args), args.user, timeout_s=args.timeout)
+    if found is None:
+        print(f"no list published for user {args.user!r}", file=sys.stderr)
+        return 1
+    print(orjson.dumps(found, option=orjson.OPT_INDENT_2).decode())
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from streamrec.demo import DemoConfig, run_demo
+
+    return run_demo(
+        _settings(args),
+        DemoConfig(
+            users=args.users, items=args.items, rate=args.rate, keep_broker=args.keep_broker
+        ),
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="streamrec", description=__doc__)
+    p.add_argument(
+        "--config", help="TOML file overriding config/default.toml (or $STREAMREC_CONFIG)"
+    )
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    k = sub.add_parser("kafka", help="the local development broker")
+    k.add_argument("action", choices=["start", "stop", "status"])
+    k.add_argument("--port", type=int, default=None, help="client port (default 19092)")
+    k.add_argument("--controller-port", type=int, default=None)
+    k.set_defaults(func=cmd_kafka)
+
+    t = sub.add_parser("topics", help="create streamrec's topics")
+    t.add_argument("action", choices=["create"])
+    t.set_defaults(func=cmd_topics)
+
+    w = sub.add_parser("worker", help="run a stream worker (scale out: more of them, same app id)")
+    w.set_defaults(func=cmd_worker)
+
+    g = sub.add_parser("generate", help="write a synthetic catalog and event log")
+    g.add_argument("--users", type=int, default=2000)
+    g.add_argument("--items", type=int, default=1000)
+    g.add_argument("--days", type=float, default=14)
+    g.add_argument("--seed", type=int, default=7)
+    g.add_argument("--out", default="var/generated")
+    g.set_defaults(func=cmd_generate)
+
+    r = sub.add_parser("replay", help="publish an event log (JSONL) to the event topics")
+    r.add_argument("file")
+    r.add_argument("--items", help="catalog JSONL to publish first")
+    r.add_argument(
+        "--rate", type=float, default=None, help="events/s (default: as fast as possible)"
+    )
+    r.add_argument("--retime", action="store_true", help="stamp events with the send time")
+    r.set_defaults(func=cmd_replay)
+
+    tr = sub.add_parser("train", help="train the encoder from an event log")
+    tr.add_argument("--events", required=True)
+    tr.add_argument("--items")
+    tr.add_argument("--out", help="checkpoint directory (default: model.checkpoint)")
+    tr.add_argument("--epochs", type=int, default=None)
+    tr.add_argument("--seed", type=int, default=0)
+    tr.set_defaults(func=cmd_train)
+
+    rc = sub.add_parser("recs", help="the latest list published for a user")
+    rc.add_argument("user")
+    rc.add_argument("--timeout", type=float, default=10.0)
+    rc.set_defaults(func=cmd_recs)
+
+    d = sub.add_parser("demo", help="broker, data, training, worker and live events, end to end")
+    d.add_argument("--users", type=int, default=1500)
+    d.add_argument("--items", type=int, default=800)
+    d.add_argument("--rate", type=float, default=400.0, help="live events/s")
+    d.add_argument("--keep-broker", action="store_true")
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        rc: Any = args.func(args)
+    except SettingsError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return int(rc or 0)

@@ -1,0 +1,270 @@
+"""`streamrec demo`: the whole product on one machine, end to end, as an operator would run it.
+
+A local broker (started if none is running), a synthetic world, a model trained on its first
+80% of time, a real `streamrec worker` process, the history backfilled through Kafka, then the
+rest of the events streamed live at a fixed rate while a separate consumer reads the lists and
+measures event -> list latency. Ends with a summary.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+from kafka import KafkaConsumer, KafkaProducer
+
+from streamrec.eventlog import write_events, write_items
+from streamrec.generate import GeneratorConfig, generate
+from streamrec.kafka import broker
+from streamrec.replay import replay
+from streamrec.settings import Settings
+from streamrec.train import train_from_files
+from streams.topics import create_topics
+
+BAD_EVENTS: list[tuple[str, bytes | None, bytes]] = [
+    ("click", b"u-bad", b"{not json"),
+    ("click", b"u-bad", b'{"event_id": "x1", "user_id": "u-bad", "item_id": "i1"}'),
+    (
+        "browse",
+        b"u-bad",
+        b'{"event_id": "x2", "user_id": "u-bad", "item_id": "i1", "ts": "yesterday"}',
+    ),
+    ("purchase", b"u-bad", b'{"event_id": "x3", "user_id": "u-bad", "item_id": "i1", "ts": 1e15}'),
+    ("browse", b"u-bad", b"\xff\xfe garbage"),
+]
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    users: int = 1500
+    items: int = 800
+    rate: float = 400.0
+    keep_broker: bool = False
+    days: float = 14.0
+    seed: int = 7
+    live_fraction: float = 0.2
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _env_overrides(s: Settings) -> dict[str, str]:
+    """The demo's settings as STREAMREC_* variables for the worker process."""
+    env = {}
+    for section in ("kafka", "topics", "app", "model", "recs"):
+        for key, value in vars(getattr(s, section)).items():
+            env[f"STREAMREC_{section}_{key}".upper()] = (
+                str(value).lower() if isinstance(value, bool) else str(value)
+            )
+    return env
+
+
+class ListCollector(threading.Thread):
+    """Reads the output topic from a separate consumer and timestamps every list on arrival."""
+
+    def __init__(self, s: Settings) -> None:
+        super().__init__(daemon=True)
+        self.consumer = KafkaConsumer(
+            s.topics.recommendations,
+            **s.kafka_client_config(),
+            group_id=None,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=5,
+        )
+        self.lists: list[tuple[float, dict[str, Any]]] = []
+        self._stop = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop.is_set():
+            for records in self.consumer.poll(timeout_ms=100).values():
+                now = time.time()
+                self.lists.extend((now, orjson.loads(r.value)) for r in records)
+        self.consumer.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.join(timeout=10)
+
+
+def _health(port: int) -> dict[str, Any] | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health/", timeout=2) as r:
+            return dict(orjson.loads(r.read()))
+    except Exception:
+        return None
+
+
+def _wait_processed(port: int, target: int, timeout_s: float, proc: subprocess.Popen[bytes]) -> int:
+    deadline = time.monotonic() + timeout_s
+    seen = 0
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"worker exited with {proc.returncode}")
+        h = _health(port)
+        if h:
+            c = h["metrics"]["counters"]
+            seen = int(c.get("events_in", 0))
+            if seen >= target and h["metrics"].get("counters", {}).get("lists_out", 0) > 0:
+                return seen
+        time.sleep(0.5)
+    return seen
+
+
+def run_demo(settings: Settings, cfg: DemoConfig) -> int:
+    run_id = time.strftime("%Y%m%d-%H%M%S")
+    work = Path("var/demo") / run_id
+    work.mkdir(parents=True, exist_ok=True)
+    started_broker = False
+    running, _ = broker.status()
+    if running:
+        bootstrap = settings.kafka.bootstrap_servers
+    else:
+        print("== starting the local Kafka broker")
+        bootstrap = broker.start()
+        started_broker = True
+    s = settings.replace(
+        kafka={"bootstrap_servers": bootstrap},
+        topics={
+            name: f"demo-{run_id}.{getattr(settings.topics, name).split('.')[-1]}"
+            for name in ("browse", "click", "purchase", "items", "recommendations", "dlq")
+        },
+        app={
+            "id": f"streamrec-demo-{run_id}",
+            "datadir": str(work / "worker"),
+            "web_port": _free_port(),
+        },
+        model={"checkpoint": str(work / "model")},
+    )
+    proc: subprocess.Popen[bytes] | None = None
+    collector: ListCollector | None = None
+    try:
+        print(f"== generating {cfg.users} users, {cfg.items} items, {cfg.days:g} days of events")
+        world = generate(
+            GeneratorConfig(n_users=cfg.users, n_items=cfg.items, days=cfg.days, seed=cfg.seed)
+        )
+        events = world.events
+        cut = int(len(events) * (1 - cfg.live_fraction))
+        history, live = events[:cut], events[cut:]
+        write_items(work / "items.jsonl", world.items)
+        write_events(work / "history.jsonl", history)
+        print(f"   {len(events)} events: {len(history)} history, {len(live)} live")
+
+        print("== training the encoder on the history")
+        print(train_from_files(work / "history.jsonl", work / "items.jsonl", work / "model"))
+
+        print("== creating topics")
+        for topic, outcome in create_topics(s).items():
+            print(f"   {outcome:8} {topic}")
+
+        print("== starting a worker (streamrec worker)")
+        log_path = work / "worker.log"
+        env = {**os.environ, **_env_overrides(s)}
+        with open(log_path, "wb") as log_file:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "streamrec", "worker"],
+                env=env,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+            )
+        collector = ListCollector(s)
+        collector.start()
+
+        print("== publishing the catalog and backfilling the history through Kafka")
+        replay(
+            history,
+            s.kafka_client_config(),
+            s.topics.event_topics(),
+            rate=None,
+            items=world.items,
+            items_topic=s.topics.items,
+            total=len(history),
+        )
+        deadline = time.monotonic() + 120
+        while _health(s.app.web_port) is None and time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"worker exited with {proc.returncode}; see {log_path}")
+            time.sleep(0.5)
+        processed = _wait_processed(s.app.web_port, len(history), 600, proc)
+        print(f"   worker caught up: {processed} events processed")
+
+        print(
+            f"== streaming {len(live)} live events at {cfg.rate:g}/s (+{len(BAD_EVENTS)} malformed ones)"
+        )
+        live_start = time.time()
+        producer = KafkaProducer(**s.kafka_client_config())
+        for etype, key, value in BAD_EVENTS:
+            producer.send(s.topics.event_topics()[etype], key=key, value=value)
+        producer.flush()
+        producer.close()
+        summary = replay(
+            live,
+            s.kafka_client_config(),
+            s.topics.event_topics(),
+            rate=cfg.rate,
+            retime=True,
+            total=len(live),
+        )
+        processed = _wait_processed(
+            s.app.web_port, len(history) + len(live) + len(BAD_EVENTS), 300, proc
+        )
+        time.sleep(1.0)
+        collector.stop()
+        health = _health(s.app.web_port) or {}
+
+        live_lists = [(t, r) for t, r in collector.lists if r["event_ts"] >= live_start - 1]
+        lat = np.array([(t - r["event_ts"]) * 1e3 for t, r in live_lists])
+        users = {r["user_id"] for _, r in live_lists}
+        counters = health.get("metrics", {}).get("counters", {})
+        sources = Counter(r["source"] for _, r in live_lists)
+        print()
+        print("== summary")
+        print(
+            f"   live events sent         {summary.events_sent} in {summary.seconds:.1f} s ({summary.events_per_s:.0f}/s)"
+        )
+        print(
+            f"   events processed         {processed} (accepted {counters.get('events_accepted', 0)}, "
+            f"duplicates {counters.get('events_duplicate', 0)}, dead-lettered {counters.get('events_rejected', 0)})"
+        )
+        print(f"   lists out (live)         {len(live_lists)}  ({dict(sources)})")
+        print(f"   users served (live)      {len(users)}")
+        if len(lat):
+            print(
+                f"   event -> list latency    p50 {np.percentile(lat, 50):.1f} ms   p99 {np.percentile(lat, 99):.1f} ms"
+                f"   (produce -> list readable on {s.topics.recommendations})"
+            )
+        print(f"   model                    {health.get('model_version')}")
+        if live_lists:
+            example = live_lists[-1][1]
+            print(
+                f"   example list for {example['user_id']}: "
+                + ", ".join(f"{i['item_id']} ({i['score']:.2f})" for i in example["items"][:5])
+                + ", ..."
+            )
+        print(f"   run directory            {work}")
+        ok = len(live_lists) > 0 and counters.get("events_rejected", 0) >= len(BAD_EVENTS)
+        return 0 if ok else 1
+    finally:
+        if collector is not None and collector.is_alive():
+            collector.stop()
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        if started_broker and not cfg.keep_broker:
+            broker.stop()

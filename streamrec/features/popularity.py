@@ -1,0 +1,60 @@
+"""Time-decayed item popularity: the ranking for users the model cannot serve yet.
+
+Forward decay (Cormode et al., 2009): an event at time t adds w·2^((t - t0)/h) to its item's score,
+so scores never need rescaling and the ranking is the same at every query time. Scores are kept as
+log2 to stay finite over years of event time.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+
+from streamrec.events.schema import EVENT_TYPE_CODE
+
+# A purchase says more about an item's appeal than a browse.
+TYPE_WEIGHT = {
+    EVENT_TYPE_CODE["browse"]: 1.0,
+    EVENT_TYPE_CODE["click"]: 2.0,
+    EVENT_TYPE_CODE["purchase"]: 4.0,
+}
+
+
+class DecayedPopularity:
+    def __init__(self, half_life_s: float, t0: float = 1.6e9) -> None:
+        self.half_life_s = half_life_s
+        self.t0 = t0
+        self._log_score: dict[str, float] = {}
+        self._top: list[tuple[str, float]] | None = None
+        self._stale = 0  # updates since _top was computed
+
+    def __len__(self) -> int:
+        return len(self._log_score)
+
+    def add(self, item_id: str, type_code: int, ts: float) -> None:
+        x = (ts - self.t0) / self.half_life_s + math.log2(TYPE_WEIGHT.get(type_code, 1.0))
+        old = self._log_score.get(item_id)
+        if old is None:
+            self._log_score[item_id] = x
+        else:
+            hi, lo = (old, x) if old >= x else (x, old)
+            self._log_score[item_id] = hi + math.log2(1.0 + 2.0 ** (lo - hi))
+        self._stale += 1
+
+    def top(
+        self, k: int, exclude: set[str] | frozenset[str] = frozenset()
+    ) -> list[tuple[str, float]]:
+        """The k most popular items not in ``exclude``, as (item id, log2 score)."""
+        # A full scan per query would cost O(items); the ranking moves slowly, so refresh it only
+        # after enough updates (a bounded staleness, not a correctness issue for a fallback list).
+        stale = self._stale > max(64, len(self._log_score) // 100)
+        if self._top is None or stale or len(self._top) < min(len(self), k + len(exclude)):
+            self._stale = 0
+            self._top = heapq.nlargest(
+                max(4 * k, k + len(exclude)), self._log_score.items(), key=lambda kv: kv[1]
+            )
+        return [(i, s) for i, s in self._top if i not in exclude][:k]
+
+    def discard(self, item_id: str) -> None:
+        if self._log_score.pop(item_id, None) is not None:
+            self._top = None

@@ -1,0 +1,67 @@
+"""The items a worker can recommend, and their vectors in the serving index."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+
+from encoders.checkpoint import TrainedModel
+from streamrec.events.schema import Item
+from streamrec.retrieve.index import ItemIndex
+
+
+class Catalog:
+    def __init__(self, model: TrainedModel | None, dim: int | None = None) -> None:
+        self.model = model
+        self.items: dict[str, Item] = {}
+        d = model.config.d_model if model is not None else (dim or 1)
+        self.index = ItemIndex(d)
+
+    def upsert_many(self, items: Iterable[Item]) -> None:
+        batch = list({it.item_id: it for it in items}.values())
+        if not batch:
+            return
+        for it in batch:
+            self.items[it.item_id] = it
+        vectors = self._vectors([it.item_id for it in batch], [it.to_dict() for it in batch])
+        for i, it in enumerate(batch):
+            self.index.upsert(it.item_id, None if vectors is None else vectors[i], it.available)
+
+    def upsert(self, item: Item) -> None:
+        self.upsert_many([item])
+
+    def delete(self, item_id: str) -> None:
+        self.items.pop(item_id, None)
+        self.index.set_available(item_id, False)
+
+    def row_for_history(self, item_id: str) -> int:
+        """The item's row; an item not (yet) in the catalog gets a feature-less, unlisted row."""
+        row = self.index.row_of.get(item_id)
+        if row is None:
+            vectors = self._vectors([item_id], [{}])
+            row = self.index.upsert(item_id, None if vectors is None else vectors[0], False)
+        return row
+
+    def set_model(self, model: TrainedModel | None) -> None:
+        """Re-embed every known row with a new model (rows and availability are kept)."""
+        self.model = model
+        if model is None:
+            return
+        if model.config.d_model != self.index.dim:
+            old = self.index
+            self.index = ItemIndex(model.config.d_model, capacity=max(1024, len(old)))
+            for item_id in old.ids:
+                self.index.upsert(item_id, None, old.is_available(item_id))
+        ids = list(self.index.ids)
+        if ids:
+            feats = [self.items[i].to_dict() if i in self.items else {} for i in ids]
+            vectors = self._vectors(ids, feats)
+            assert vectors is not None
+            self.index.set_vectors(torch.arange(len(ids)), vectors)
+
+    def _vectors(self, ids: list[str], feats: list[dict]) -> torch.Tensor | None:
+        if self.model is None:
+            return None
+        with torch.no_grad():
+            return self.model.item_vectors(ids, feats)

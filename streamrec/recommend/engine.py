@@ -1,0 +1,169 @@
+"""From an updated user state to a published top-K list: the model work of every path.
+
+The worker, replay-driven evaluation and the offline reference all call ``Recommender``; only
+how events arrive differs. Work is batched across users: one encoder step and one top-K for all
+events of a micro-batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from encoders.checkpoint import TrainedModel
+from encoders.incremental import IncrementalEncoder, StepRequest
+from streamrec.events.schema import Event, Item
+from streamrec.features.popularity import DecayedPopularity
+from streamrec.features.user_state import UserState
+from streamrec.recommend.catalog import Catalog
+from streamrec.settings import Settings
+
+log = logging.getLogger(__name__)
+SCHEMA_VERSION = 1
+POPULARITY_VERSION = "popularity"
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """What the model needs about one accepted event (a snapshot: the state object may change)."""
+
+    event: Event
+    position: int  # index of this event in the user's whole history
+    items: tuple[str, ...]  # the last events' item ids, ending with this event's
+    types: tuple[int, ...]
+    gaps: tuple[float, ...]
+    purchased: frozenset[str]
+
+
+class Recommender:
+    def __init__(self, settings: Settings, model: TrainedModel | None = None) -> None:
+        self.settings = settings
+        self.k = settings.recs.k
+        self.popularity = DecayedPopularity(settings.features.popularity_half_life_s)
+        self.catalog = Catalog(model)
+        self.model: TrainedModel | None = None
+        self.encoder: IncrementalEncoder | None = None
+        self.set_model(model)
+
+    # -- model and catalog -----------------------------------------------------------------------
+
+    @property
+    def model_version(self) -> str:
+        return self.model.model_version if self.model is not None else POPULARITY_VERSION
+
+    def set_model(self, model: TrainedModel | None) -> None:
+        """Serve a new model from the next batch on (caches are dropped: they belong to the old one)."""
+        self.model = model
+        self.catalog.set_model(model)
+        if model is None:
+            self.encoder = None
+            return
+        context = model.config.context_events
+        if self.settings.features.sequence_max < context + 1:
+            log.warning(
+                "features.sequence_max=%d < model context %d + 1: users with longer histories are "
+                "rebuilt from a truncated sequence after a cache miss",
+                self.settings.features.sequence_max,
+                context,
+            )
+        self.encoder = IncrementalEncoder(model.model, self.settings.model.cache_mb * 2**20)
+        self.encoder.set_item_vectors(self.catalog.index.matrix)
+
+    def upsert_items(self, items: Sequence[Item]) -> None:
+        self.catalog.upsert_many(items)
+        self._refresh_item_vectors()
+
+    def delete_item(self, item_id: str) -> None:
+        self.catalog.delete(item_id)
+
+    def _refresh_item_vectors(self) -> None:
+        if self.encoder is not None:
+            self.encoder.set_item_vectors(self.catalog.index.matrix)
+
+    # -- per event -------------------------------------------------------------------------------
+
+    def observe(self, event: Event) -> None:
+        """Account an accepted event in the item-side features."""
+        self.popularity.add(event.item_id, event.type_code, event.ts)
+
+    def job(self, event: Event, state: UserState) -> Job:
+        n = self.model.config.context_events if self.model is not None else 1
+        items, types, gaps = state.tail(n)
+        return Job(
+            event,
+            state.n_events - 1,
+            tuple(items),
+            tuple(types),
+            tuple(gaps),
+            frozenset(state.purchased),
+        )
+
+    def recommend(self, jobs: Sequence[Job], now: float | None = None) -> list[dict[str, Any]]:
+        """Lists for a micro-batch: every event updates its user's state; each user gets one list,
+        built after their last event in the batch (earlier ones would be superseded at once)."""
+        if not jobs:
+            return []
+        last: dict[str, int] = {}
+        for i, job in enumerate(jobs):
+            last[job.event.user_id] = i
+        final = sorted(last.values())
+        if self.encoder is None:
+            lists = [self._popular(jobs[i]) for i in final]
+            source = "popularity"
+        else:
+            vectors = self._encode(jobs)
+            lists = self._rank(vectors[final], [jobs[i] for i in final])
+            source = "model"
+        emitted = time.time() if now is None else now
+        return [
+            {
+                "schema": SCHEMA_VERSION,
+                "user_id": jobs[i].event.user_id,
+                "items": [{"item_id": item, "score": round(score, 6)} for item, score in items],
+                "model_version": self.model_version,
+                "source": source,
+                "event_id": jobs[i].event.event_id,
+                "event_ts": jobs[i].event.ts,
+                "emitted_at": emitted,
+            }
+            for i, items in zip(final, lists, strict=True)
+        ]
+
+    def _encode(self, jobs: Sequence[Job]) -> torch.Tensor:
+        assert self.encoder is not None
+        grew = len(self.catalog.index)
+        requests = [
+            StepRequest(
+                user_id=j.event.user_id,
+                position=j.position,
+                rows=[self.catalog.row_for_history(i) for i in j.items],
+                types=list(j.types),
+                gaps=list(j.gaps),
+            )
+            for j in jobs
+        ]
+        if len(self.catalog.index) != grew:
+            self._refresh_item_vectors()
+        return self.encoder.step(requests)
+
+    def _rank(self, vectors: torch.Tensor, jobs: Sequence[Job]) -> list[list[tuple[str, float]]]:
+        index = self.catalog.index
+        exclude = [[index.row_of[i] for i in j.purchased if i in index.row_of] for j in jobs]
+        ranked = index.topk(vectors, self.k, exclude)
+        return [[(index.ids[r], s) for r, s in rows] for rows in ranked]
+
+    def _popular(self, job: Job) -> list[tuple[str, float]]:
+        index = self.catalog.index
+        candidates = self.popularity.top(2 * self.k + len(job.purchased), exclude=job.purchased)
+        # Before a catalog arrives, any item seen in events may be listed; after, only available ones.
+        listed = [(i, s) for i, s in candidates if not len(index) or index.is_available(i)]
+        return listed[: self.k]
+
+    def popular_list(self, exclude: frozenset[str] = frozenset()) -> list[tuple[str, float]]:
+        """The fallback list for a user with no history."""
+        return self._popular(Job(Event("", "", "", "browse", 0.0), -1, (), (), (), exclude))

@@ -1,0 +1,97 @@
+"""Exact top-K by inner product over the item matrix, with per-user exclusions.
+
+Rows are never reused: a deleted or unavailable item keeps its row with a -inf bias, so row numbers
+held elsewhere (the encoder's cached histories) stay valid. Score buffers are preallocated and
+grown geometrically; allocating a fresh [B, N] buffer per call costs more than the matmul at large N.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+NEG_INF = float("-inf")
+
+
+class ItemIndex:
+    def __init__(self, dim: int, capacity: int = 1024) -> None:
+        self.dim = dim
+        self.ids: list[str] = []
+        self.row_of: dict[str, int] = {}
+        self._matrix = torch.zeros(capacity, dim)
+        self._bias = torch.full((capacity,), NEG_INF)
+        self._scores = torch.empty(0)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def matrix(self) -> torch.Tensor:
+        """The live [N, dim] item vectors (a view; do not keep it across upserts)."""
+        return self._matrix[: len(self.ids)]
+
+    @property
+    def n_available(self) -> int:
+        return int(torch.isfinite(self._bias[: len(self.ids)]).sum())
+
+    def _grow(self, need: int) -> None:
+        cap = self._matrix.shape[0]
+        if need <= cap:
+            return
+        new_cap = max(need, cap * 2)
+        matrix = torch.zeros(new_cap, self.dim)
+        matrix[:cap] = self._matrix
+        bias = torch.full((new_cap,), NEG_INF)
+        bias[:cap] = self._bias
+        self._matrix, self._bias = matrix, bias
+
+    def upsert(self, item_id: str, vector: torch.Tensor | None, available: bool) -> int:
+        """Insert or update one item; returns its row."""
+        row = self.row_of.get(item_id)
+        if row is None:
+            row = len(self.ids)
+            self._grow(row + 1)
+            self.ids.append(item_id)
+            self.row_of[item_id] = row
+        if vector is not None:
+            self._matrix[row] = vector
+        self._bias[row] = 0.0 if available else NEG_INF
+        return row
+
+    def set_vectors(self, rows: torch.Tensor, vectors: torch.Tensor) -> None:
+        self._matrix[rows] = vectors
+
+    def set_available(self, item_id: str, available: bool) -> None:
+        row = self.row_of.get(item_id)
+        if row is not None:
+            self._bias[row] = 0.0 if available else NEG_INF
+
+    def is_available(self, item_id: str) -> bool:
+        row = self.row_of.get(item_id)
+        return row is not None and bool(torch.isfinite(self._bias[row]))
+
+    def topk(
+        self,
+        user_vectors: torch.Tensor,
+        k: int,
+        exclude_rows: Sequence[Sequence[int]] = (),
+    ) -> list[list[tuple[int, float]]]:
+        """Exact top-``k`` available rows per user, skipping each user's ``exclude_rows``."""
+        n = len(self.ids)
+        b = user_vectors.shape[0]
+        if n == 0 or b == 0:
+            return [[] for _ in range(b)]
+        if self._scores.numel() < b * n:
+            self._scores = torch.empty(max(b * n, self._scores.numel() * 2))
+        scores = self._scores[: b * n].view(b, n)
+        torch.addmm(self._bias[:n], user_vectors, self._matrix[:n].t(), out=scores)
+        for i, rows in enumerate(exclude_rows):
+            if rows:
+                scores[i, torch.as_tensor(rows, dtype=torch.long)] = NEG_INF
+        kk = min(k, n)
+        values, indices = torch.topk(scores, kk, dim=1)
+        out: list[list[tuple[int, float]]] = []
+        for vals, idx in zip(values.tolist(), indices.tolist(), strict=True):
+            out.append([(r, v) for r, v in zip(idx, vals, strict=True) if v != NEG_INF])
+        return out

@@ -1,0 +1,218 @@
+"""One frozen settings object, built from config/default.toml, an optional override file and
+environment variables (STREAMREC_<SECTION>_<KEY>). Defaults live only in config/default.toml."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, get_args, get_origin, get_type_hints
+
+DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "config" / "default.toml"
+ENV_PREFIX = "STREAMREC_"
+
+
+class SettingsError(ValueError):
+    """A configuration file or variable is missing, unknown or of the wrong type."""
+
+
+@dataclass(frozen=True)
+class KafkaSettings:
+    bootstrap_servers: str
+    security_protocol: str
+    sasl_mechanism: str
+    sasl_username: str
+    sasl_password: str
+    ssl_cafile: str
+    ssl_certfile: str
+    ssl_keyfile: str
+
+
+@dataclass(frozen=True)
+class TopicSettings:
+    browse: str
+    click: str
+    purchase: str
+    items: str
+    recommendations: str
+    dlq: str
+    partitions: int
+    replication_factor: int
+    events_retention_ms: int
+
+    def event_topics(self) -> dict[str, str]:
+        """Event type -> topic name."""
+        return {"browse": self.browse, "click": self.click, "purchase": self.purchase}
+
+
+@dataclass(frozen=True)
+class AppSettings:
+    id: str
+    datadir: str
+    store: str
+    web_enabled: bool
+    web_host: str
+    web_port: int
+    log_level: str
+    commit_interval_s: float
+    session_timeout_s: float
+
+
+@dataclass(frozen=True)
+class ValidationSettings:
+    max_event_bytes: int
+    max_item_bytes: int
+    max_future_skew_s: float
+    max_context_depth: int
+    max_id_length: int
+
+
+@dataclass(frozen=True)
+class FeatureSettings:
+    sequence_max: int
+    dedup_ids: int
+    purchased_max: int
+    windows_s: tuple[int, ...]
+    window_buckets: int
+    popularity_half_life_s: float
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    checkpoint: str
+    cache_mb: int
+    threads: int
+
+
+@dataclass(frozen=True)
+class RecsSettings:
+    k: int
+    batch_max: int
+    batch_wait_ms: float
+
+
+@dataclass(frozen=True)
+class Settings:
+    kafka: KafkaSettings
+    topics: TopicSettings
+    app: AppSettings
+    validation: ValidationSettings
+    features: FeatureSettings
+    model: ModelSettings
+    recs: RecsSettings
+
+    def replace(self, **sections: Mapping[str, Any]) -> Settings:
+        """A copy with some keys changed: ``s.replace(app={"id": "x"})``."""
+        changed = {
+            name: dataclasses.replace(getattr(self, name), **values)
+            for name, values in sections.items()
+        }
+        return dataclasses.replace(self, **changed)
+
+    def kafka_client_config(self) -> dict[str, Any]:
+        """Connection settings in kafka-python's keyword names."""
+        return kafka_client_config(self.kafka)
+
+
+def kafka_client_config(k: KafkaSettings) -> dict[str, Any]:
+    cfg: dict[str, Any] = {
+        "bootstrap_servers": [s.strip() for s in k.bootstrap_servers.split(",") if s.strip()],
+        "security_protocol": k.security_protocol,
+    }
+    if k.security_protocol.startswith("SASL"):
+        cfg.update(
+            sasl_mechanism=k.sasl_mechanism,
+            sasl_plain_username=k.sasl_username,
+            sasl_plain_password=k.sasl_password,
+        )
+    if k.security_protocol.endswith("SSL"):
+        cfg.update(
+            ssl_cafile=k.ssl_cafile or None,
+            ssl_certfile=k.ssl_certfile or None,
+            ssl_keyfile=k.ssl_keyfile or None,
+        )
+    return cfg
+
+
+def _coerce(value: Any, typ: Any, where: str) -> Any:
+    origin = get_origin(typ)
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v.strip()]
+        if not isinstance(value, list | tuple):
+            raise SettingsError(f"{where}: expected a list, got {value!r}")
+        (elem,) = get_args(typ)[:1]
+        return tuple(_coerce(v, elem, where) for v in value)
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in {
+            "1",
+            "true",
+            "yes",
+            "on",
+            "0",
+            "false",
+            "no",
+            "off",
+        }:
+            return value.lower() in {"1", "true", "yes", "on"}
+        raise SettingsError(f"{where}: expected true/false, got {value!r}")
+    try:
+        if typ is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(value)
+        if typ is float:
+            return float(value)
+        if typ is str:
+            return str(value)
+    except (TypeError, ValueError):
+        pass
+    raise SettingsError(f"{where}: expected {getattr(typ, '__name__', typ)}, got {value!r}")
+
+
+def _merge(base: dict[str, dict[str, Any]], override: Mapping[str, Any], source: str) -> None:
+    for section, values in override.items():
+        if section not in base or not isinstance(values, Mapping):
+            raise SettingsError(f"{source}: unknown section [{section}]")
+        for key, value in values.items():
+            if key not in base[section]:
+                raise SettingsError(f"{source}: unknown setting {section}.{key}")
+            base[section][key] = value
+
+
+def load_settings(
+    config_file: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Settings:
+    """Build the settings: defaults, then ``config_file`` (or $STREAMREC_CONFIG), then env vars."""
+    env = os.environ if env is None else env
+    with open(DEFAULT_CONFIG, "rb") as f:
+        raw: dict[str, dict[str, Any]] = tomllib.load(f)
+    extra = config_file or env.get(f"{ENV_PREFIX}CONFIG")
+    if extra:
+        with open(extra, "rb") as f:
+            _merge(raw, tomllib.load(f), str(extra))
+    for section, values in raw.items():
+        for key in values:
+            name = f"{ENV_PREFIX}{section}_{key}".upper()
+            if name in env:
+                values[key] = env[name]
+    hints = get_type_hints(Settings)
+    sections: dict[str, Any] = {}
+    for field in dataclasses.fields(Settings):
+        cls = hints[field.name]
+        values = raw.get(field.name, {})
+        kwargs = {}
+        for f in dataclasses.fields(cls):
+            if f.name not in values:
+                raise SettingsError(f"missing setting {field.name}.{f.name}")
+            kwargs[f.name] = _coerce(
+                values[f.name], get_type_hints(cls)[f.name], f"{field.name}.{f.name}"
+            )
+        sections[field.name] = cls(**kwargs)
+    return Settings(**sections)

@@ -1,0 +1,83 @@
+"""Micro-batching of model work across users.
+
+Events are accepted one by one (table writes must run in their own event's context); the model
+runs once per batch. A batch is flushed when it reaches ``max_size`` or ``max_wait_s`` after its
+first item, whichever comes first. ``submit`` waits while ``max_pending`` items are queued, so a
+slow model pushes back on the consumer instead of growing memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class MicroBatcher(Generic[T]):
+    def __init__(
+        self,
+        handle: Callable[[list[T]], Awaitable[None]],
+        max_size: int,
+        max_wait_s: float,
+        max_pending: int | None = None,
+    ) -> None:
+        self.handle = handle
+        self.max_size = max(1, max_size)
+        self.max_wait_s = max_wait_s
+        self.max_pending = max_pending or 4 * self.max_size
+        self._items: list[T] = []
+        self._nonempty = asyncio.Event()
+        self._full = asyncio.Event()
+        self._space = asyncio.Event()
+        self._space.set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.batches = 0
+        self.items = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    async def submit(self, item: T) -> None:
+        while len(self._items) >= self.max_pending:
+            self._space.clear()
+            await self._space.wait()
+        self._items.append(item)
+        self._idle.clear()
+        self._nonempty.set()
+        if len(self._items) >= self.max_size:
+            self._full.set()
+
+    async def run(self) -> None:
+        """Flush batches forever (run it as a task; cancel it to stop)."""
+        while True:
+            await self._nonempty.wait()
+            if len(self._items) < self.max_size:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._full.wait(), self.max_wait_s)
+            await self._flush_one()
+
+    async def _flush_one(self) -> None:
+        batch, self._items = self._items[: self.max_size], self._items[self.max_size :]
+        if len(self._items) < self.max_size:
+            self._full.clear()
+        if not self._items:
+            self._nonempty.clear()
+        self._space.set()
+        if batch:
+            self.batches += 1
+            self.items += len(batch)
+            await self.handle(batch)
+        if not self._items:
+            self._idle.set()
+
+    async def drain(self) -> None:
+        """Process everything queued now (shutdown, tests)."""
+        while self._items:
+            await self._flush_one()
+
+    async def wait_idle(self) -> None:
+        await self._idle.wait()

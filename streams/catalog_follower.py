@@ -1,0 +1,94 @@
+"""Every worker keeps the WHOLE catalog: it reads all partitions of the compacted items topic from
+the beginning (like a Kafka Streams GlobalKTable) with a group-less consumer, and follows it.
+
+The topic is the source of truth, so no local copy is persisted. ``ready`` is set once the worker
+has read up to the end offsets seen at start, so lists are never ranked against half a catalog.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from streamrec.events.schema import Item
+from streamrec.events.validate import Limits, Rejection, parse_item
+from streamrec.kafka.security import aiokafka_config
+from streamrec.settings import Settings
+
+log = logging.getLogger(__name__)
+
+OnItems = Callable[[list[Item], list[str]], None]  # (upserts, deletions)
+OnReject = Callable[[str, int, int, bytes | None, bytes | None, Rejection], Awaitable[None]]
+
+
+class CatalogFollower:
+    def __init__(self, settings: Settings, on_items: OnItems, on_reject: OnReject) -> None:
+        self.settings = settings
+        self.topic = settings.topics.items
+        self.on_items = on_items
+        self.on_reject = on_reject
+        self.ready = asyncio.Event()
+        self.items_read = 0
+        v = settings.validation
+        self.limits = Limits(
+            v.max_item_bytes, v.max_future_skew_s, v.max_context_depth, v.max_id_length
+        )
+
+    async def run(self) -> None:
+        consumer = AIOKafkaConsumer(
+            **aiokafka_config(self.settings.kafka),
+            group_id=None,
+            enable_auto_commit=False,
+            client_id=f"{self.settings.app.id}-catalog",
+        )
+        await consumer.start()
+        try:
+            partitions = None
+            while not partitions:
+                partitions = consumer.partitions_for_topic(self.topic)
+                if not partitions:
+                    log.warning("items topic %s not found yet; retrying", self.topic)
+                    await consumer.topics()  # refresh metadata
+                    await asyncio.sleep(1.0)
+            tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            end = await consumer.end_offsets(tps)
+            pending = {tp for tp in tps if end[tp] > 0}
+            if not pending:
+                self._set_ready()
+            while True:
+                batches = await consumer.getmany(timeout_ms=500, max_records=5000)
+                for tp, records in batches.items():
+                    upserts: list[Item] = []
+                    for r in records:
+                        if r.value is None:  # tombstone; keep log order against earlier upserts
+                            if r.key:
+                                self.on_items(upserts, [r.key.decode("utf-8", "replace")])
+                                upserts = []
+                            continue
+                        item = parse_item(r.value, r.key, self.limits)
+                        if isinstance(item, Rejection):
+                            await self.on_reject(
+                                tp.topic, tp.partition, r.offset, r.key, r.value, item
+                            )
+                        else:
+                            upserts.append(item)
+                    self.items_read += len(records)
+                    self.on_items(upserts, [])
+                if pending:
+                    for tp in list(pending):
+                        if await consumer.position(tp) >= end[tp]:
+                            pending.discard(tp)
+                    if not pending:
+                        self._set_ready()
+        finally:
+            await consumer.stop()
+
+    def _set_ready(self) -> None:
+        if not self.ready.is_set():
+            log.info("catalog loaded: %d records from %s", self.items_read, self.topic)
+            self.ready.set()

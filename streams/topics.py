@@ -1,0 +1,85 @@
+"""Topic declarations and creation. Values stay raw bytes so bad input reaches the DLQ intact."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+from kafka import KafkaAdminClient
+from kafka.errors import TopicAlreadyExistsError
+
+from streamrec.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Topics:
+    events: faust.TopicT  # all three event topics, one stream
+    type_of: dict[str, str]  # topic name -> event type
+    recommendations: faust.TopicT
+    dlq: faust.TopicT
+
+
+def declare(app: faust.App, settings: Settings) -> Topics:
+    t = settings.topics
+    by_type = t.event_topics()
+    raw: dict[str, Any] = {
+        "key_type": bytes,
+        "value_type": bytes,
+        "key_serializer": "raw",
+        "value_serializer": "raw",
+    }
+    return Topics(
+        events=app.topic(*by_type.values(), **raw),
+        type_of={topic: etype for etype, topic in by_type.items()},
+        recommendations=app.topic(t.recommendations, **raw),
+        dlq=app.topic(t.dlq, **raw),
+    )
+
+
+def topic_specs(settings: Settings) -> dict[str, dict[str, Any]]:
+    """Every topic streamrec reads or writes, with partitions and configs."""
+    t = settings.topics
+    events_cfg = {"retention.ms": str(t.events_retention_ms)}
+    compact = {"cleanup.policy": "compact"}
+    specs = {
+        name: {"partitions": t.partitions, "configs": events_cfg}
+        for name in t.event_topics().values()
+    }
+    specs[t.items] = {"partitions": 1, "configs": compact}
+    specs[t.recommendations] = {"partitions": t.partitions, "configs": compact}
+    specs[t.dlq] = {"partitions": 1, "configs": {"retention.ms": str(30 * 86400 * 1000)}}
+    return specs
+
+
+def create_topics(settings: Settings, admin: KafkaAdminClient | None = None) -> dict[str, str]:
+    """Create missing topics; returns {topic: "created" | "exists"}. Never changes existing ones."""
+    own = admin is None
+    admin = admin or KafkaAdminClient(**settings.kafka_client_config(), client_id="streamrec-admin")
+    try:
+        existing = set(admin.list_topics())
+        result: dict[str, str] = {}
+        for name, spec in topic_specs(settings).items():
+            if name in existing:
+                result[name] = "exists"
+                continue
+            try:
+                admin.create_topics(
+                    {
+                        name: {
+                            "num_partitions": spec["partitions"],
+                            "replication_factor": settings.topics.replication_factor,
+                            "configs": spec["configs"],
+                        }
+                    }
+                )
+                result[name] = "created"
+            except TopicAlreadyExistsError:
+                result[name] = "exists"
+        return result
+    finally:
+        if own:
+            admin.close()

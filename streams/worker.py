@@ -1,0 +1,228 @@
+"""The streamrec worker: Faust agents as thin adapters around the core.
+
+    event topics ─► validate ─(bad)─► DLQ
+                       │
+                       ▼
+        users table (RocksDB + changelog): dedup, sequence, counts, purchases
+                       │
+                       ▼
+        micro-batcher ─► Recommender (encoder step + top-K) ─► recommendations topic
+
+Offsets are acked only after an event's list is handed to the producer, and Faust flushes the
+producer before committing, so a crash replays uncommitted events; the per-user event-id set in
+the same table record makes that replay count nothing twice (at-least-once, idempotent effects).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import faust
+import orjson
+import torch
+
+from encoders.checkpoint import CheckpointError, TrainedModel, load_checkpoint
+from streamrec.events.schema import Item
+from streamrec.events.validate import Limits, Rejection, parse_event
+from streamrec.features.user_state import FeatureLimits, UserState
+from streamrec.recommend.engine import Job, Recommender
+from streamrec.settings import Settings
+from streams.app import create_app
+from streams.batcher import MicroBatcher
+from streams.catalog_follower import CatalogFollower
+from streams.dlq import dlq_headers
+from streams.metrics import Metrics
+from streams.topics import declare
+
+log = logging.getLogger(__name__)
+MODEL_POLL_S = 10.0
+
+
+def load_model(path: str) -> TrainedModel | None:
+    """The checkpoint at ``path``, or None when there is none yet (serve popularity)."""
+    if not path or not (Path(path) / "model.json").exists():
+        return None
+    return load_checkpoint(path)
+
+
+class Worker:
+    """Builds the Faust app and wires the core into it. ``app`` is what `faust worker` runs."""
+
+    def __init__(self, settings: Settings, model: TrainedModel | None = None) -> None:
+        self.settings = settings
+        torch.set_num_threads(max(1, settings.model.threads))
+        self.app = create_app(settings)
+        self.topics = declare(self.app, settings)
+        self.users = self.app.Table(
+            "users",
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=settings.topics.partitions,
+            help="Per-user rolling features (streamrec.features.user_state).",
+        )
+        v = settings.validation
+        self.limits = Limits(
+            v.max_event_bytes, v.max_future_skew_s, v.max_context_depth, v.max_id_length
+        )
+        self.feature_limits = FeatureLimits.from_settings(settings.features)
+        self.metrics = Metrics()
+        if model is None:
+            model = load_model(settings.model.checkpoint)
+        self.recommender = Recommender(settings, model)
+        self._model_mtime = self._checkpoint_mtime()
+        self.batcher: MicroBatcher[tuple[Job, Any]] = MicroBatcher(
+            self._publish, settings.recs.batch_max, settings.recs.batch_wait_ms / 1e3
+        )
+        self.catalog = CatalogFollower(settings, self._on_items, self._dead_letter)
+        self._register()
+
+    # -- wiring ----------------------------------------------------------------------------------
+
+    def _register(self) -> None:
+        app = self.app
+        app.agent(self.topics.events, name="streamrec.events")(self._process)
+        app.task(self.catalog.run)
+        app.task(self.batcher.run)
+        app.timer(MODEL_POLL_S)(self._poll_model)
+        app.page("/health/")(self._health_view())
+        app.page("/metrics/")(self._metrics_view())
+
+    async def _process(self, stream: Any) -> None:
+        await self.catalog.ready.wait()
+        async for event in stream.noack().events():
+            await self.handle(event)
+
+    async def handle(self, event: Any) -> None:
+        msg = event.message
+        self.metrics.inc("events_in")
+        etype = self.topics.type_of[msg.topic]
+        parsed = (
+            parse_event(msg.value, etype, msg.key, self.limits)
+            if msg.key is not None
+            else Rejection("missing_key", "message has no key; the key must be the user id")
+        )
+        if isinstance(parsed, Rejection):
+            await self._dead_letter(
+                msg.topic, msg.partition, msg.offset, msg.key, msg.value, parsed
+            )
+            event.ack()
+            return
+        key = parsed.user_id.encode()
+        state = UserState.from_bytes(self.users.get(key))
+        if not state.apply(parsed, self.feature_limits):
+            self.metrics.inc("events_duplicate")
+            event.ack()
+            return
+        self.users[key] = state.to_bytes()
+        self.recommender.observe(parsed)
+        self.metrics.inc("events_accepted")
+        await self.batcher.submit((self.recommender.job(parsed, state), event))
+
+    async def _publish(self, batch: list[tuple[Job, Any]]) -> None:
+        t0 = time.perf_counter()
+        lists = self.recommender.recommend([job for job, _ in batch])
+        self.metrics.batch(len(batch), time.perf_counter() - t0)
+        for rec in lists:
+            await self.topics.recommendations.send(
+                key=rec["user_id"].encode(), value=orjson.dumps(rec)
+            )
+            self.metrics.latency(rec["event_ts"], rec["emitted_at"])
+        self.metrics.inc("lists_out", len(lists))
+        for _, event in batch:
+            event.ack()
+
+    async def _dead_letter(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        why: Rejection,
+    ) -> None:
+        self.metrics.reject(why.code)
+        log.info("dead-letter %s[%d]@%d: %s", topic, partition, offset, why.reason)
+        await self.topics.dlq.send(
+            key=key, value=value, headers=dlq_headers(topic, partition, offset, why)
+        )
+
+    def _on_items(self, upserts: list[Item], deletes: list[str]) -> None:
+        self.recommender.upsert_items(upserts)
+        for item_id in deletes:
+            self.recommender.delete_item(item_id)
+        self.metrics.inc("items_in", len(upserts) + len(deletes))
+
+    # -- model hot reload ------------------------------------------------------------------------
+
+    def _checkpoint_mtime(self) -> float:
+        try:
+            return os.stat(Path(self.settings.model.checkpoint) / "model.json").st_mtime
+        except OSError:
+            return 0.0
+
+    async def _poll_model(self) -> None:
+        mtime = self._checkpoint_mtime()
+        if mtime == self._model_mtime:
+            return
+        self._model_mtime = mtime
+        try:
+            model = load_model(self.settings.model.checkpoint)
+        except CheckpointError as exc:
+            self.metrics.inc("model_load_failures")
+            log.error(
+                "refusing new checkpoint, still serving %s: %s", self.recommender.model_version, exc
+            )
+            return
+        if model is not None and model.model_version != self.recommender.model_version:
+            log.info(
+                "serving model %s (was %s)", model.model_version, self.recommender.model_version
+            )
+            self.recommender.set_model(model)
+            self.metrics.inc("model_loads")
+
+    # -- web ------------------------------------------------------------------------------------
+
+    def gauges(self) -> dict[str, float]:
+        enc = self.recommender.encoder
+        g: dict[str, float] = {
+            "catalog_items": float(len(self.recommender.catalog.index)),
+            "catalog_ready": float(self.catalog.ready.is_set()),
+            "batcher_pending": float(len(self.batcher)),
+        }
+        if enc is not None:
+            g.update({f"encoder_cache_{k}": float(v) for k, v in enc.stats.items()})
+            g["encoder_cache_bytes_budget"] = float(enc.capacity * enc.bytes_per_user)
+        return g
+
+    def _health_view(self) -> Any:
+        worker = self
+
+        class Health(faust.web.View):
+            async def get(self, request: Any) -> Any:
+                ready = worker.catalog.ready.is_set()
+                return self.json(
+                    {
+                        "status": "ok" if ready else "starting",
+                        "model_version": worker.recommender.model_version,
+                        "catalog_items": len(worker.recommender.catalog.index),
+                        "metrics": worker.metrics.snapshot(),
+                    },
+                    status=200 if ready else 503,
+                )
+
+        return Health
+
+    def _metrics_view(self) -> Any:
+        worker = self
+
+        class MetricsView(faust.web.View):
+            async def get(self, request: Any) -> Any:
+                return self.text(worker.metrics.prometheus(worker.gauges()))
+
+        return MetricsView

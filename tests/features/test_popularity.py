@@ -1,0 +1,20 @@
+from streamrec.features.popularity import DecayedPopularity
+
+
+def test_recent_activity_outranks_old_activity():
+    p = DecayedPopularity(half_life_s=3600)
+    t = 1.7e9
+    for _ in range(10):
+        p.add("old", 0, t)
+    for _ in range(3):
+        p.add("new", 0, t + 5 * 3600)  # 10 * 2^-5 = 0.31 < 3
+    assert [i for i, _ in p.top(2)] == ["new", "old"]
+
+
+def test_weights_and_exclusion():
+    p = DecayedPopularity(half_life_s=3600)
+    p.add("a", 0, 1.7e9)
+    p.add("a", 0, 1.7e9)
+    p.add("b", 2, 1.7e9)  # one purchase (weight 4) beats two browses
+    assert [i for i, _ in p.top(2)] == ["b", "a"]
+    assert [i for i, _ in p.top(2, exclude={"b"})] == ["a"]

@@ -1,0 +1,63 @@
+import asyncio
+
+from streams.batcher import MicroBatcher
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_flushes_by_size_and_by_time_in_order():
+    async def main():
+        seen: list[list[int]] = []
+
+        async def handle(batch):
+            seen.append(list(batch))
+
+        b = MicroBatcher(handle, max_size=4, max_wait_s=0.05)
+        task = asyncio.create_task(b.run())
+        for i in range(10):
+            await b.submit(i)
+        await asyncio.sleep(0.2)  # the tail of 2 goes out on the time budget
+        await b.wait_idle()
+        task.cancel()
+        return seen
+
+    seen = run(main())
+    assert [x for batch in seen for x in batch] == list(range(10))
+    assert all(len(batch) <= 4 for batch in seen)
+    assert seen[0] == [0, 1, 2, 3]
+
+
+def test_submit_blocks_when_pending_is_full():
+    async def main():
+        release = asyncio.Event()
+        handled: list[int] = []
+
+        async def handle(batch):
+            await release.wait()
+            handled.extend(batch)
+
+        b = MicroBatcher(handle, max_size=2, max_wait_s=0.001, max_pending=3)
+        task = asyncio.create_task(b.run())
+        submitted = 0
+
+        async def producer():
+            nonlocal submitted
+            for i in range(20):
+                await b.submit(i)
+                submitted += 1
+
+        p = asyncio.create_task(producer())
+        await asyncio.sleep(0.05)
+        blocked_at = submitted
+        release.set()
+        await p
+        await b.drain()
+        await b.wait_idle()
+        task.cancel()
+        return blocked_at, handled
+
+    blocked_at, handled = run(main())
+    assert blocked_at <= 3 + 2  # pending bound plus the batch in flight
+    assert sorted(handled) == list(range(20))

@@ -1,0 +1,48 @@
+import pytest
+
+from streamrec.settings import SettingsError, load_settings
+
+
+def test_defaults_load():
+    s = load_settings(env={})
+    assert s.topics.event_topics() == {
+        "browse": "streamrec.browse",
+        "click": "streamrec.click",
+        "purchase": "streamrec.purchase",
+    }
+    assert s.recs.k == 20
+
+
+def test_env_overrides_and_types(tmp_path):
+    f = tmp_path / "over.toml"
+    f.write_text('[recs]\nk = 5\n[app]\nweb_enabled = false\n')
+    s = load_settings(f, env={"STREAMREC_RECS_K": "7", "STREAMREC_KAFKA_BOOTSTRAP_SERVERS": "a:1,b:2"})
+    assert s.recs.k == 7  # environment wins over the file
+    assert s.app.web_enabled is False
+    assert s.kafka_client_config()["bootstrap_servers"] == ["a:1", "b:2"]
+
+
+def test_unknown_and_mistyped_settings_refused(tmp_path):
+    f = tmp_path / "bad.toml"
+    f.write_text("[recs]\nkk = 5\n")
+    with pytest.raises(SettingsError, match="recs.kk"):
+        load_settings(f, env={})
+    with pytest.raises(SettingsError, match="recs.k"):
+        load_settings(env={"STREAMREC_RECS_K": "many"})
+
+
+def test_sasl_ssl_passthrough():
+    s = load_settings(
+        env={
+            "STREAMREC_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+            "STREAMREC_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+            "STREAMREC_KAFKA_SASL_USERNAME": "svc",
+            "STREAMREC_KAFKA_SASL_PASSWORD": "pw",
+            "STREAMREC_KAFKA_SSL_CAFILE": "/etc/ca.pem",
+        }
+    )
+    cfg = s.kafka_client_config()
+    assert cfg["security_protocol"] == "SASL_SSL"
+    assert cfg["sasl_mechanism"] == "SCRAM-SHA-512"
+    assert cfg["sasl_plain_username"] == "svc"
+    assert cfg["ssl_cafile"] == "/etc/ca.pem"
