@@ -170,11 +170,13 @@ def parse_item(
     category = value.get("category")
     if category is None:
         return Rejection("missing_field", "required field 'category' is missing")
-    if isinstance(category, bool) or not isinstance(category, str | int):
+    if not isinstance(category, str):
         return Rejection(
             "wrong_type", f"'category' must be a string, got {type(category).__name__}"
         )
-    price = value.get("price", 0.0)
+    if value.get("price") is None:
+        return Rejection("missing_field", "required field 'price' is missing")
+    price = value["price"]
     if (
         isinstance(price, bool)
         or not isinstance(price, int | float)
@@ -190,4 +192,4 @@ def parse_item(
         return Rejection("wrong_type", f"'available' must be true or false, got {available!r}")
     if key is not None and key.decode("utf-8", "replace") != item_id:
         return Rejection("key_mismatch", f"message key {key!r} differs from item_id {item_id!r}")
-    return Item(item_id, str(category), float(price), title, available)
+    return Item(item_id, category, float(price), title, available)
