@@ -137,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("generate", help="write a synthetic catalog and event log")
     g.add_argument("--users", type=int, default=2000)
     g.add_argument("--items", type=int, default=1000)
-    g.add_argument("--days", type=float, default=14)
+    g.add_argument("--days", type=int, default=14)
     g.add_argument("--seed", type=int, default=7)
     g.add_argument("--out", default="var/generated")
     g.set_defaults(func=cmd_generate)

@@ -51,9 +51,10 @@ class DemoConfig:
     items: int = 800
     rate: float = 400.0
     keep_broker: bool = False
-    days: float = 14.0
+    days: int = 14
     seed: int = 7
     live_fraction: float = 0.2
+    epochs: int = 8
 
 
 def _free_port() -> int:
@@ -164,7 +165,11 @@ def run_demo(settings: Settings, cfg: DemoConfig) -> int:
         print(f"   {len(events)} events: {len(history)} history, {len(live)} live")
 
         print("== training the encoder on the history")
-        print(train_from_files(work / "history.jsonl", work / "items.jsonl", work / "model"))
+        print(
+            train_from_files(
+                work / "history.jsonl", work / "items.jsonl", work / "model", epochs=cfg.epochs
+            )
+        )
 
         print("== creating topics")
         for topic, outcome in create_topics(s).items():

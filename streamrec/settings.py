@@ -208,11 +208,11 @@ def load_settings(
         cls = hints[field.name]
         values = raw.get(field.name, {})
         kwargs = {}
-        for f in dataclasses.fields(cls):
-            if f.name not in values:
-                raise SettingsError(f"missing setting {field.name}.{f.name}")
-            kwargs[f.name] = _coerce(
-                values[f.name], get_type_hints(cls)[f.name], f"{field.name}.{f.name}"
+        for fld in dataclasses.fields(cls):
+            if fld.name not in values:
+                raise SettingsError(f"missing setting {field.name}.{fld.name}")
+            kwargs[fld.name] = _coerce(
+                values[fld.name], get_type_hints(cls)[fld.name], f"{field.name}.{fld.name}"
             )
         sections[field.name] = cls(**kwargs)
     return Settings(**sections)

@@ -34,14 +34,15 @@ def train_from_files(
     cfg = TrainConfig(seed=seed)
     if epochs is not None:
         cfg = dataclasses.replace(cfg, epochs=epochs)
-    trained = train_model(train_seqs, items, encoder or EncoderConfig(n_item_ids=0, n_categories=0), cfg, progress=progress)
+    trained = train_model(train_seqs, items, encoder or EncoderConfig(), cfg, progress=progress)
     metrics = evaluate_next_item(trained, train_seqs, holdout, k=10)
     trained.metadata["holdout"] = metrics
     path = save_checkpoint(out_dir, trained)
     n_events = sum(len(s) for s in sequences.values())
+    k, m, p = metrics["k"], metrics["model"], metrics["popularity"]
     return (
         f"trained {trained.model_version} on {len(sequences)} users / {n_events} events "
         f"({rejected} rejected) in {time.perf_counter() - t0:.1f} s -> {path}\n"
-        f"held-out last events ({len(holdout)} users): "
-        + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, float))
+        f"held-out last events ({metrics['users']} users), HR@{k} / NDCG@{k}: "
+        f"model {m['hr']:.4f} / {m['ndcg']:.4f}, popularity {p['hr']:.4f} / {p['ndcg']:.4f}"
     )

@@ -57,6 +57,6 @@ class Metrics:
         for name, vals in (("event_to_list_ms", self._latency_ms), ("batch_ms", self._batch_ms)):
             for q, v in self._pct(vals, (50, 99, 99.9)).items():
                 lines.append(f'streamrec_{name}{{quantile="{float(q[1:]) / 100:g}"}} {v:.3f}')
-        for name, value in sorted(gauges.items()):
-            lines.append(f"streamrec_{name} {value}")
+        for gauge, level in sorted(gauges.items()):
+            lines.append(f"streamrec_{gauge} {level}")
         return "\n".join(lines) + "\n"

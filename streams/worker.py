@@ -15,6 +15,7 @@ the same table record makes that replay count nothing twice (at-least-once, idem
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -92,6 +93,7 @@ class Worker:
         app.timer(MODEL_POLL_S)(self._poll_model)
         app.page("/health/")(self._health_view())
         app.page("/metrics/")(self._metrics_view())
+        app.page("/users/{user_id}/")(self._user_view())
 
     async def _process(self, stream: Any) -> None:
         await self.catalog.ready.wait()
@@ -196,16 +198,23 @@ class Worker:
             "batcher_pending": float(len(self.batcher)),
         }
         if enc is not None:
-            g.update({f"encoder_cache_{k}": float(v) for k, v in enc.stats.items()})
+            g.update({f"encoder_cache_{k}": float(v) for k, v in dataclasses.asdict(enc.stats).items()})
             g["encoder_cache_bytes_budget"] = float(enc.capacity * enc.bytes_per_user)
         return g
+
+    def ready(self) -> bool:
+        """Serving: catalog loaded, table recovery done, and not in the middle of a rebalance."""
+        app = self.app
+        recovery = app.tables.recovery  # type: ignore[attr-defined]  # concrete TableManager
+        recovered = recovery.completed.is_set() and not app.in_recovery
+        return self.catalog.ready.is_set() and recovered and not app.rebalancing
 
     def _health_view(self) -> Any:
         worker = self
 
         class Health(faust.web.View):
             async def get(self, request: Any) -> Any:
-                ready = worker.catalog.ready.is_set()
+                ready = worker.ready()
                 return self.json(
                     {
                         "status": "ok" if ready else "starting",
@@ -217,6 +226,20 @@ class Worker:
                 )
 
         return Health
+
+    def _user_view(self) -> Any:
+        worker = self
+
+        class UserView(faust.web.View):
+            async def get(self, request: Any, user_id: str) -> Any:
+                # Only users of the partitions this worker owns are found here.
+                raw = worker.users.get(user_id.encode())
+                if raw is None:
+                    return self.json({"user_id": user_id, "found": False}, status=404)
+                state = UserState.from_bytes(raw)
+                return self.json({"user_id": user_id, "found": True, **state.summary(worker.feature_limits)})
+
+        return UserView
 
     def _metrics_view(self) -> Any:
         worker = self

@@ -15,8 +15,10 @@ def test_defaults_load():
 
 def test_env_overrides_and_types(tmp_path):
     f = tmp_path / "over.toml"
-    f.write_text('[recs]\nk = 5\n[app]\nweb_enabled = false\n')
-    s = load_settings(f, env={"STREAMREC_RECS_K": "7", "STREAMREC_KAFKA_BOOTSTRAP_SERVERS": "a:1,b:2"})
+    f.write_text("[recs]\nk = 5\n[app]\nweb_enabled = false\n")
+    s = load_settings(
+        f, env={"STREAMREC_RECS_K": "7", "STREAMREC_KAFKA_BOOTSTRAP_SERVERS": "a:1,b:2"}
+    )
     assert s.recs.k == 7  # environment wins over the file
     assert s.app.web_enabled is False
     assert s.kafka_client_config()["bootstrap_servers"] == ["a:1", "b:2"]
@@ -25,9 +27,9 @@ def test_env_overrides_and_types(tmp_path):
 def test_unknown_and_mistyped_settings_refused(tmp_path):
     f = tmp_path / "bad.toml"
     f.write_text("[recs]\nkk = 5\n")
-    with pytest.raises(SettingsError, match="recs.kk"):
+    with pytest.raises(SettingsError, match=r"recs\.kk"):
         load_settings(f, env={})
-    with pytest.raises(SettingsError, match="recs.k"):
+    with pytest.raises(SettingsError, match=r"recs\.k"):
         load_settings(env={"STREAMREC_RECS_K": "many"})
 
 

@@ -55,7 +55,9 @@ def test_bad_events_rejected_with_code(raw, code):
 
 def test_overflowing_ts_rejected():
     # orjson refuses numbers that overflow to infinity, so they never reach the float checks
-    got = parse_event(b'{"event_id":"e","user_id":"u1","item_id":"i","ts":1e400}', "click", b"u1", now=NOW)
+    got = parse_event(
+        b'{"event_id":"e","user_id":"u1","item_id":"i","ts":1e400}', "click", b"u1", now=NOW
+    )
     assert isinstance(got, Rejection) and got.code == "invalid_json"
 
 

@@ -3,7 +3,9 @@ import random
 from streamrec.events.schema import Event
 from streamrec.features.user_state import FeatureLimits, UserState
 
-LIM = FeatureLimits(sequence_max=8, dedup_ids=16, purchased_max=3, windows_s=(3600, 86400), window_buckets=12)
+LIM = FeatureLimits(
+    sequence_max=8, dedup_ids=16, purchased_max=3, windows_s=(3600, 86400), window_buckets=12
+)
 
 
 def e(i, etype="click", item=None, ts=None, user="u"):
@@ -36,7 +38,7 @@ def test_sequence_bounded_and_gaps_kept_at_the_cut():
     for i in range(20):
         s.apply(e(i, ts=1.7e9 + i * i), LIM)
     assert len(s.seq) == LIM.sequence_max
-    items, types, gaps = s.tail(8)
+    items, _types, gaps = s.tail(8)
     assert items == [f"i{i}" for i in range(12, 20)]
     # the first kept event still knows its gap to the (dropped) predecessor
     assert gaps == [float(i * i - (i - 1) * (i - 1)) for i in range(12, 20)]

@@ -1,0 +1,393 @@
+"""The streamrec encoder, top to bottom: an item tower and a sliding-window causal transformer
+user tower whose outputs are scored by inner product.
+
+Why it looks the way it does:
+
+* Serving runs the user tower *incrementally*: on every event it appends one token and attends
+  over K/V cached for the last ``window`` events. For that O(W) step to equal a full forward pass
+  over an arbitrarily long history, the network must never see absolute positions. So attention
+  is sliding-window causal (position i sees i-W < j <= i) and the only positional signal is a
+  learned per-head bias indexed by the distance i-j in [0, W) (T5/ALiBi style). A stack of
+  ``n_layers`` such layers has a receptive field of ``n_layers*(window-1)+1`` events
+  (``EncoderConfig.context_events``): that many most recent events rebuild a user's state exactly.
+* Event tokens are built from the same item vectors that are scored (SASRec-style sharing), so
+  an item unseen in training still gets a meaningful token from its features.
+* Sequences are LEFT-padded everywhere (training, rebuilds, references): valid events occupy the
+  last positions, so "the user's current vector" is always position -1.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
+from typing import Any, cast
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from encoders.item_features import ItemFeatures
+from streamrec.events.schema import EVENT_TYPES
+
+# Gaps are bucketed on a log scale from 0 s up to this; longer gaps share the top bucket.
+GAP_MAX_SECONDS = 30 * 86400.0
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    d_model: int = 64
+    n_layers: int = 2
+    n_heads: int = 2
+    window: int = 50  # attention window W in events, identical in training and serving
+    ffn_mult: int = 4
+    dropout: float = 0.1
+    n_event_types: int = len(EVENT_TYPES)  # the shared event contract's type codes
+    n_gap_buckets: int = 16
+    n_item_ids: int = 1  # id-embedding rows incl. row 0 = unknown / unseen in training
+    n_categories: int = 1  # incl. 0 = unknown
+    n_price_buckets: int = 16  # incl. 0 = unknown
+    title_buckets: int = 512
+
+    def __post_init__(self) -> None:
+        positive = (
+            "d_model",
+            "n_layers",
+            "n_heads",
+            "window",
+            "ffn_mult",
+            "n_event_types",
+            "n_item_ids",
+            "n_categories",
+            "title_buckets",
+        )
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"EncoderConfig.{name} must be a positive int, got {value!r}")
+        # Bucket 0 is reserved (first event / unknown price); at least one real bucket is needed.
+        for name in ("n_gap_buckets", "n_price_buckets"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 2:
+                raise ValueError(f"EncoderConfig.{name} must be an int >= 2, got {value!r}")
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+    @property
+    def context_events(self) -> int:
+        """Most recent events needed to rebuild a user's state exactly (the stack's receptive
+        field: each layer reaches W-1 events further back)."""
+        return self.n_layers * (self.window - 1) + 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EncoderConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown EncoderConfig keys: {unknown}")
+        return cls(**data)
+
+
+def gap_bucket(gaps: Tensor, n_buckets: int = 16) -> Tensor:
+    """Log-scale bucket of the seconds since the user's previous event.
+
+    Bucket 0 means "first event" (a negative or NaN gap); buckets 1..n-1 split log(1+gap) evenly
+    over [0, log(1+GAP_MAX_SECONDS)]. Computed in float64 so training and serving agree bit-for-bit
+    whatever dtype the gaps arrive in.
+    """
+    g = gaps.to(torch.float64)
+    first = ~(g >= 0)  # also catches NaN
+    g = torch.where(first, torch.zeros_like(g), g).clamp(max=GAP_MAX_SECONDS)
+    scale = (n_buckets - 2) / math.log1p(GAP_MAX_SECONDS)
+    b = (1 + torch.floor(torch.log1p(g) * scale)).long().clamp(1, n_buckets - 1)
+    return torch.where(first, torch.zeros_like(b), b)
+
+
+# --------------------------------------------------------------------------------------------
+# Item tower
+
+
+class ItemTower(nn.Module):
+    """item vector = proj(gelu(W·x + b)) + id_embedding[id].
+
+    x is the concatenated category one-hot, price-bucket one-hot and hashed title-word bag, so W·x is
+    a sum of embedding rows. The id embedding adds item-specific detail for ids seen in training;
+    its row 0 is pinned to zero so unseen items are described by their features alone.
+    """
+
+    def __init__(self, cfg: EncoderConfig) -> None:
+        super().__init__()
+        hidden = cfg.ffn_mult * cfg.d_model
+        self.category = nn.Embedding(cfg.n_categories, hidden)
+        self.price = nn.Embedding(cfg.n_price_buckets, hidden)
+        # mean, not sum: a long title must not outweigh the category and price
+        self.title = nn.EmbeddingBag(cfg.title_buckets, hidden, mode="mean")
+        self.bias = nn.Parameter(torch.zeros(hidden))
+        self.proj = nn.Linear(hidden, cfg.d_model)
+        self.id_emb = nn.Embedding(cfg.n_item_ids, cfg.d_model, padding_idx=0)
+
+    def forward(self, f: ItemFeatures) -> Tensor:
+        h = (
+            self.category(f.category)
+            + self.price(f.price_bucket)
+            + self.title(f.title_tokens, f.title_offsets)
+            + self.bias
+        )
+        return self.proj(F.gelu(h)) + self.id_emb(f.id_index)
+
+
+# --------------------------------------------------------------------------------------------
+# User tower
+
+
+def window_distances(positions: Tensor, window: int) -> Tensor:
+    """For ring buffers of ``window`` slots where the event at position p lives in slot p % W:
+    how many events back from ``positions`` [B] each slot's event is, [B, W] in [0, W)."""
+    slots = torch.arange(window, device=positions.device)
+    return (positions[:, None] - slots[None, :]) % window
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, cfg: EncoderConfig) -> None:
+        super().__init__()
+        self.n_heads, self.head_dim, self.window = cfg.n_heads, cfg.head_dim, cfg.window
+        self.c_attn = nn.Linear(cfg.d_model, 3 * cfg.d_model)
+        self.c_proj = nn.Linear(cfg.d_model, cfg.d_model)
+        # the only positional signal: one learned bias per head and distance i-j in [0, W)
+        self.rel_bias = nn.Parameter(torch.zeros(cfg.n_heads, cfg.window))
+        self.attn_dropout = nn.Dropout(cfg.dropout)
+        self.resid_dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: Tensor, dist: Tensor, allowed: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Full pass. x [B,T,C]; dist [T,T] = i-j clamped to [0,W); allowed [B,1,T,T].
+        Returns the output and this layer's keys and values [B,H,T,hd] (for cache refills)."""
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        q = q.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
+        k = k.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
+        v = v.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
+        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(self.head_dim))
+        att = att + self.rel_bias[:, dist]  # [H,T,T] broadcast over the batch
+        att = att.masked_fill(~allowed, float("-inf"))
+        att = self.attn_dropout(F.softmax(att, dim=-1))
+        y = (att @ v).transpose(1, 2).contiguous().view(B, T, C)
+        return self.resid_dropout(self.c_proj(y)), k, v
+
+    def step(
+        self, x: Tensor, k_ring: Tensor, v_ring: Tensor, positions: Tensor, starts: Tensor
+    ) -> Tensor:
+        """One new event per user. x [B,C]; k_ring, v_ring [B,H,W,hd] are updated IN PLACE
+        (the new key/value goes to slot position % W); positions [B] are the new events' positions
+        and starts [B] the oldest position the ring buffers hold (events before it are unknown)."""
+        B, C = x.shape
+        q, k, v = self.c_attn(x).split(C, dim=1)
+        rows = torch.arange(B, device=x.device)
+        slot = positions % self.window
+        k_ring[rows, :, slot] = k.view(B, self.n_heads, self.head_dim)
+        v_ring[rows, :, slot] = v.view(B, self.n_heads, self.head_dim)
+        dist = window_distances(positions, self.window)  # [B,W]
+        allowed = dist <= (positions - starts)[:, None]  # slots not yet written / before start
+        q = q.view(B, self.n_heads, 1, self.head_dim)
+        att = (q @ k_ring.transpose(-2, -1)) * (1.0 / math.sqrt(self.head_dim))  # [B,H,1,W]
+        att = att + self.rel_bias[:, dist].permute(1, 0, 2).unsqueeze(2)
+        att = att.masked_fill(~allowed[:, None, None, :], float("-inf"))
+        att = F.softmax(att, dim=-1)
+        y = (att @ v_ring).view(B, C)
+        return self.c_proj(y)
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: EncoderConfig) -> None:
+        super().__init__()
+        self.c_fc = nn.Linear(cfg.d_model, cfg.ffn_mult * cfg.d_model)
+        self.c_proj = nn.Linear(cfg.ffn_mult * cfg.d_model, cfg.d_model)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.dropout(self.c_proj(F.gelu(self.c_fc(x))))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: EncoderConfig) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(cfg.d_model)
+        self.attn = CausalSelfAttention(cfg)
+        self.ln_2 = nn.LayerNorm(cfg.d_model)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x: Tensor, dist: Tensor, allowed: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        a, k, v = self.attn(self.ln_1(x), dist, allowed)
+        x = x + a
+        return x + self.mlp(self.ln_2(x)), k, v
+
+    def step(
+        self, x: Tensor, k_ring: Tensor, v_ring: Tensor, positions: Tensor, starts: Tensor
+    ) -> Tensor:
+        x = x + self.attn.step(self.ln_1(x), k_ring, v_ring, positions, starts)
+        return x + self.mlp(self.ln_2(x))
+
+
+class UserTower(nn.Module):
+    """Causal sliding-window transformer over a user's events; pre-LN blocks, final LayerNorm.
+
+    Per-user incremental state ("ring") is a tensor [L, 2, H, W, hd]: for each layer the keys (0)
+    and values (1) of the last W events, the event at position p in slot p % W.
+    """
+
+    def __init__(self, cfg: EncoderConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.type_emb = nn.Embedding(cfg.n_event_types, cfg.d_model)
+        self.gap_emb = nn.Embedding(cfg.n_gap_buckets, cfg.d_model)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList([Block(cfg) for _ in range(cfg.n_layers)])
+        self.ln_f = nn.LayerNorm(cfg.d_model)
+
+    def embed(self, item_vecs: Tensor, types: Tensor, gap_buckets: Tensor) -> Tensor:
+        return item_vecs + self.type_emb(types) + self.gap_emb(gap_buckets)
+
+    def forward(
+        self, item_vecs: Tensor, types: Tensor, gap_buckets: Tensor, valid: Tensor
+    ) -> Tensor:
+        """item_vecs [B,T,d], types/gap_buckets [B,T], valid [B,T] bool (left padding: False
+        marks padding before a user's first event) -> [B,T,d]. Outputs at padding are junk."""
+        return self.forward_kv(item_vecs, types, gap_buckets, valid)[0]
+
+    def forward_kv(
+        self, item_vecs: Tensor, types: Tensor, gap_buckets: Tensor, valid: Tensor
+    ) -> tuple[Tensor, list[tuple[Tensor, Tensor]]]:
+        """``forward`` that also returns every layer's keys and values [B,H,T,hd]."""
+        T = types.shape[1]
+        i = torch.arange(T, device=types.device)
+        rel = i[:, None] - i[None, :]
+        in_window = (rel >= 0) & (rel < self.cfg.window)
+        # The diagonal is always allowed so a padding query still has one key (no NaN softmax);
+        # real queries never see padding keys.
+        allowed = (in_window[None] & valid[:, None, :]) | torch.eye(
+            T, dtype=torch.bool, device=types.device
+        )[None]
+        allowed = allowed[:, None]  # [B,1,T,T]
+        dist = rel.clamp(0, self.cfg.window - 1)
+        x = self.drop(self.embed(item_vecs, types, gap_buckets))
+        kvs = []
+        for block in self.blocks:
+            x, k, v = block(x, dist, allowed)
+            kvs.append((k, v))
+        return self.ln_f(x), kvs
+
+    def prefill(
+        self,
+        item_vecs: Tensor,
+        types: Tensor,
+        gap_buckets: Tensor,
+        valid: Tensor,
+        last_positions: Tensor,
+    ) -> tuple[Tensor, Tensor]:
+        """Rebuild users from their recent events (left-padded, ending with each user's latest
+        event whose whole-history position is ``last_positions`` [B]).
+
+        Returns the latest event's output [B,d] and the ring state [B,L,2,H,W,hd]. With at least
+        ``context_events`` recent events (or the whole history) both are exact: the keys and values
+        of the last W events at every layer depend on no older event.
+        """
+        B, T = types.shape
+        cfg = self.cfg
+        out, kvs = self.forward_kv(item_vecs, types, gap_buckets, valid)
+        back = window_distances(last_positions, cfg.window)  # [B,W] events back per slot
+        # Slots without a given event are masked in ``step`` (via starts); zero them anyway so
+        # padding junk can never reach att @ v (0 * NaN would still be NaN).
+        filled = back < valid.sum(dim=1, keepdim=True)
+        index = (
+            (T - 1 - back)
+            .clamp(min=0)[:, None, :, None]
+            .expand(B, cfg.n_heads, cfg.window, cfg.head_dim)
+        )
+        keep = filled[:, None, :, None]
+        rings = []
+        for k, v in kvs:
+            k_ring = torch.where(keep, k.gather(2, index), 0.0)
+            v_ring = torch.where(keep, v.gather(2, index), 0.0)
+            rings.append(torch.stack([k_ring, v_ring], dim=1))  # [B,2,H,W,hd]
+        return out[:, -1], torch.stack(rings, dim=1)
+
+    def step(self, tokens: Tensor, rings: Tensor, positions: Tensor, starts: Tensor) -> Tensor:
+        """Advance B users by one event each. tokens [B,d] from ``embed``; rings [B,L,2,H,W,hd]
+        updated in place; positions [B] of the new events; starts [B] oldest positions the rings
+        hold. Returns [B,d], equal (up to float rounding) to the full forward's last position."""
+        x = tokens
+        for layer, block in enumerate(cast(Sequence[Block], self.blocks)):
+            x = block.step(x, rings[:, layer, 0], rings[:, layer, 1], positions, starts)
+        return self.ln_f(x)
+
+
+# --------------------------------------------------------------------------------------------
+# The model
+
+
+class StreamRecModel(nn.Module):
+    def __init__(self, cfg: EncoderConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.item_tower = ItemTower(cfg)
+        self.user_tower = UserTower(cfg)
+        self.apply(self._init_weights)
+        # GPT-2: scale residual projections so the residual stream does not grow with depth
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layers))
+        with torch.no_grad():
+            self.item_tower.id_emb.weight[0].zero_()
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def item_vectors(self, features: ItemFeatures) -> Tensor:
+        return self.item_tower(features)
+
+    @staticmethod
+    def score(user_vecs: Tensor, item_vecs: Tensor) -> Tensor:
+        """[B,d] x [N,d] -> [B,N] inner products."""
+        return user_vecs @ item_vecs.T
+
+    def encode_full(
+        self,
+        rows: Sequence[int] | Tensor,
+        types: Sequence[int] | Tensor,
+        gaps: Sequence[float] | Tensor,
+        item_vecs: Tensor,
+    ) -> Tensor:
+        """Reference: a plain full forward over a user's ENTIRE history (any length), in eval
+        mode, returning the last event's vector [d]. ``rows`` index ``item_vecs`` [N,d]."""
+        rows_t = torch.as_tensor(rows, dtype=torch.long).view(1, -1)
+        types_t = torch.as_tensor(types, dtype=torch.long).view(1, -1)
+        gaps_t = torch.as_tensor(gaps, dtype=torch.float64).view(1, -1)
+        if rows_t.shape[1] == 0 or not rows_t.shape == types_t.shape == gaps_t.shape:
+            raise ValueError("rows, types and gaps must be non-empty and of equal length")
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                out = self.user_tower(
+                    item_vecs[rows_t],
+                    types_t,
+                    gap_bucket(gaps_t, self.cfg.n_gap_buckets),
+                    torch.ones_like(rows_t, dtype=torch.bool),
+                )
+        finally:
+            self.train(was_training)
+        return out[0, -1]

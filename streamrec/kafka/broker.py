@@ -1,0 +1,200 @@
+"""The local single-node Apache Kafka broker for development and tests.
+
+A thin wrapper around ``deploy/kafka/broker.sh`` (which fetches the broker jars from Maven Central,
+formats a fresh KRaft run directory and starts ``java ... kafka.Kafka`` in the background), plus a
+pure-Python readiness probe. Used by ``streamrec kafka start|stop|status`` and by the pytest
+session fixture ``kafka_bootstrap`` (tests/conftest.py). Also runnable as
+``python -m streamrec.kafka.broker {start,stop,status}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = [
+    "BrokerError",
+    "broker_script",
+    "free_port",
+    "main",
+    "repo_root",
+    "start",
+    "status",
+    "stop",
+    "wait_ready",
+]
+
+DEFAULT_WAIT_S = 90.0
+
+
+class BrokerError(RuntimeError):
+    """The broker script failed or the broker did not become ready."""
+
+
+def repo_root() -> Path:
+    """The repository root (the directory holding ``deploy/`` and ``streamrec/``)."""
+    return Path(__file__).resolve().parents[2]
+
+
+def broker_script() -> Path:
+    """Path of ``deploy/kafka/broker.sh``."""
+    return repo_root() / "deploy" / "kafka" / "broker.sh"
+
+
+def _script_env(
+    port: int | None = None,
+    controller_port: int | None = None,
+    run_dir: Path | None = None,
+    wait_s: float | None = None,
+) -> dict[str, str]:
+    env = dict(os.environ)
+    if port is not None:
+        env["STREAMREC_KAFKA_PORT"] = str(port)
+    if controller_port is not None:
+        env["STREAMREC_KAFKA_CONTROLLER_PORT"] = str(controller_port)
+    if run_dir is not None:
+        env["STREAMREC_KAFKA_DIR"] = str(Path(run_dir).resolve())
+    if wait_s is not None:
+        env["STREAMREC_KAFKA_WAIT_S"] = f"{float(wait_s):g}"
+    return env
+
+
+def _run_script(command: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", str(broker_script()), command],
+        env=env,
+        cwd=repo_root(),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def _failure(command: str, proc: subprocess.CompletedProcess[str]) -> BrokerError:
+    return BrokerError(
+        f"{broker_script()} {command} failed with exit code {proc.returncode}:\n"
+        f"{proc.stderr.rstrip()}\n{proc.stdout.rstrip()}".rstrip()
+    )
+
+
+def start(
+    port: int | None = None,
+    controller_port: int | None = None,
+    run_dir: Path | None = None,
+    wait_s: float = DEFAULT_WAIT_S,
+) -> str:
+    """Start a fresh broker and wait until it answers metadata requests.
+
+    ``None`` arguments fall back to the script's environment/defaults: ports
+    ``STREAMREC_KAFKA_PORT``/``STREAMREC_KAFKA_CONTROLLER_PORT`` (19092/19093) and run directory
+    ``STREAMREC_KAFKA_DIR`` (``<repo>/var/kafka``). The run directory is wiped first. The first
+    call may download the broker jars with Maven.
+
+    Returns the bootstrap address ``127.0.0.1:PORT``. Raises :class:`BrokerError` (with the
+    script's output, including the tail of the broker log) when the broker does not come up.
+    """
+    proc = _run_script("start", _script_env(port, controller_port, run_dir, wait_s))
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        raise _failure("start", proc)
+    return lines[-1].strip()
+
+
+def stop(run_dir: Path | None = None) -> None:
+    """Stop the broker of ``run_dir`` (SIGTERM, then SIGKILL after 30 s). No-op when stopped."""
+    proc = _run_script("stop", _script_env(run_dir=run_dir))
+    if proc.returncode != 0:
+        raise _failure("stop", proc)
+
+
+def status(run_dir: Path | None = None) -> tuple[bool, str]:
+    """``(True, "running <pid> 127.0.0.1:PORT")`` or ``(False, "stopped")``."""
+    proc = _run_script("status", _script_env(run_dir=run_dir))
+    if proc.returncode not in (0, 3):
+        raise _failure("status", proc)
+    return proc.returncode == 0, proc.stdout.strip()
+
+
+def wait_ready(bootstrap: str, timeout_s: float) -> None:
+    """Block until the broker at ``bootstrap`` answers a Kafka metadata request listing a broker.
+
+    Uses kafka-python's admin client (DescribeCluster via Metadata). Raises :class:`BrokerError`
+    after ``timeout_s`` seconds.
+    """
+    from kafka import KafkaAdminClient  # local import: kafka-python is only needed here
+
+    deadline = time.monotonic() + timeout_s
+    last = "no attempt"
+    while True:
+        remaining_ms = max(int((deadline - time.monotonic()) * 1000), 1000)
+        try:
+            admin = KafkaAdminClient(
+                bootstrap_servers=bootstrap,
+                client_id="streamrec-broker-probe",
+                request_timeout_ms=min(5000, remaining_ms),
+                bootstrap_timeout_ms=min(5000, remaining_ms),
+            )
+            try:
+                brokers = admin.describe_cluster()["brokers"]
+            finally:
+                admin.close()
+            if brokers:
+                return
+            last = "metadata lists no broker yet"
+        except Exception as exc:  # not reachable / not ready yet: retry until the deadline
+            last = f"{type(exc).__name__}: {exc}"
+        if time.monotonic() >= deadline:
+            raise BrokerError(f"Kafka at {bootstrap} not ready after {timeout_s:g}s (last: {last})")
+        time.sleep(0.5)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m streamrec.kafka.broker {start,stop,status}``; returns the exit code."""
+    parser = argparse.ArgumentParser(
+        prog="streamrec kafka", description="The local single-node Kafka broker."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_start = sub.add_parser("start", help="start a fresh broker; prints the bootstrap address")
+    p_start.add_argument("--port", type=int, default=None, help="broker port (default 19092)")
+    p_start.add_argument(
+        "--controller-port", type=int, default=None, help="controller port (default 19093)"
+    )
+    p_start.add_argument("--wait-s", type=float, default=DEFAULT_WAIT_S, help="readiness timeout")
+    for name, help_text in (("stop", "stop the broker"), ("status", "running or stopped")):
+        sub.add_parser(name, help=help_text)
+    for p in sub.choices.values():
+        p.add_argument("--run-dir", type=Path, default=None, help="default <repo>/var/kafka")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "start":
+            print(start(args.port, args.controller_port, args.run_dir, args.wait_s))
+        elif args.command == "stop":
+            stop(args.run_dir)
+            print("stopped")
+        else:
+            running, line = status(args.run_dir)
+            print(line)
+            return 0 if running else 3
+    except BrokerError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
