@@ -38,29 +38,27 @@ class CatalogFollower:
         )
 
     async def run(self) -> None:
+        # Without a group id, a subscription is assigned every partition of the topic (and picks
+        # up partitions added later); with no committed offsets it starts from the beginning.
         consumer = AIOKafkaConsumer(
+            self.topic,
             **aiokafka_config(self.settings.kafka),
             group_id=None,
             enable_auto_commit=False,
+            auto_offset_reset="earliest",
             client_id=f"{self.settings.app.id}-catalog",
+            metadata_max_age_ms=5000,
         )
         await consumer.start()
         try:
-            partitions = None
-            while not partitions:
-                partitions = consumer.partitions_for_topic(self.topic)
-                if not partitions:
-                    log.warning("items topic %s not found yet; retrying", self.topic)
-                    await consumer.topics()  # refresh metadata
-                    await asyncio.sleep(1.0)
-            tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
-            consumer.assign(tps)
-            await consumer.seek_to_beginning(*tps)
-            end = await consumer.end_offsets(tps)
-            pending = {tp for tp in tps if end[tp] > 0}
-            if not pending:
-                self._set_ready()
+            end: dict[TopicPartition, int] | None = None
             while True:
+                if end is None:
+                    assigned = consumer.assignment()
+                    if assigned:
+                        end = await consumer.end_offsets(list(assigned))
+                    elif not self.items_read:
+                        log.debug("waiting for the items topic %s", self.topic)
                 batches = await consumer.getmany(timeout_ms=500, max_records=5000)
                 for tp, records in batches.items():
                     upserts: list[Item] = []
@@ -79,11 +77,9 @@ class CatalogFollower:
                             upserts.append(item)
                     self.items_read += len(records)
                     self.on_items(upserts, [])
-                if pending:
-                    for tp in list(pending):
-                        if await consumer.position(tp) >= end[tp]:
-                            pending.discard(tp)
-                    if not pending:
+                if end is not None and not self.ready.is_set():
+                    positions = {tp: await consumer.position(tp) for tp in end}
+                    if all(positions[tp] >= offset for tp, offset in end.items()):
                         self._set_ready()
         finally:
             await consumer.stop()

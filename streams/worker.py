@@ -60,10 +60,8 @@ class Worker:
         self.topics = declare(self.app, settings)
         self.users = self.app.Table(
             "users",
-            key_type=bytes,
+            key_type=bytes,  # bytes types make Faust use the raw codec for both
             value_type=bytes,
-            key_serializer="raw",
-            value_serializer="raw",
             partitions=settings.topics.partitions,
             help="Per-user rolling features (streamrec.features.user_state).",
         )
@@ -198,7 +196,9 @@ class Worker:
             "batcher_pending": float(len(self.batcher)),
         }
         if enc is not None:
-            g.update({f"encoder_cache_{k}": float(v) for k, v in dataclasses.asdict(enc.stats).items()})
+            g.update(
+                {f"encoder_cache_{k}": float(v) for k, v in dataclasses.asdict(enc.stats).items()}
+            )
             g["encoder_cache_bytes_budget"] = float(enc.capacity * enc.bytes_per_user)
         return g
 
@@ -237,7 +237,9 @@ class Worker:
                 if raw is None:
                     return self.json({"user_id": user_id, "found": False}, status=404)
                 state = UserState.from_bytes(raw)
-                return self.json({"user_id": user_id, "found": True, **state.summary(worker.feature_limits)})
+                return self.json(
+                    {"user_id": user_id, "found": True, **state.summary(worker.feature_limits)}
+                )
 
         return UserView
 

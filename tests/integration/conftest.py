@@ -26,6 +26,6 @@ def trained_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrainedW
     write_items(tmp / "items.jsonl", world.items)
     write_events(tmp / "events.jsonl", world.events)
     report = train_from_files(
-        tmp / "events.jsonl", tmp / "items.jsonl", tmp / "model", progress=False
+        tmp / "events.jsonl", tmp / "items.jsonl", tmp / "model", epochs=6, progress=False
     )
     yield TrainedWorld(world, tmp / "model", report)
