@@ -165,8 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     rc.set_defaults(func=cmd_recs)
 
     d = sub.add_parser("demo", help="broker, data, training, worker and live events, end to end")
-    d.add_argument("--users", type=int, default=1500)
-    d.add_argument("--items", type=int, default=800)
+    d.add_argument("--users", type=int, default=1000)
+    d.add_argument("--items", type=int, default=600)
     d.add_argument("--rate", type=float, default=400.0, help="live events/s")
     d.add_argument("--keep-broker", action="store_true")
     d.set_defaults(func=cmd_demo)
@@ -179,6 +179,10 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not args.verbose:
+        # the Kafka clients narrate every connection at INFO
+        for noisy in ("kafka", "aiokafka"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         rc: Any = args.func(args)
     except SettingsError as exc:

@@ -8,6 +8,7 @@ measures event -> list latency. Ends with a summary.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -47,14 +48,14 @@ BAD_EVENTS: list[tuple[str, bytes | None, bytes]] = [
 
 @dataclass(frozen=True)
 class DemoConfig:
-    users: int = 1500
-    items: int = 800
+    users: int = 1000
+    items: int = 600
     rate: float = 400.0
     keep_broker: bool = False
     days: int = 14
     seed: int = 7
     live_fraction: float = 0.2
-    epochs: int = 8
+    epochs: int = 6
 
 
 def _free_port() -> int:
@@ -87,17 +88,17 @@ class ListCollector(threading.Thread):
             fetch_max_wait_ms=5,
         )
         self.lists: list[tuple[float, dict[str, Any]]] = []
-        self._stop = threading.Event()
+        self._done = threading.Event()
 
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._done.is_set():
             for records in self.consumer.poll(timeout_ms=100).values():
                 now = time.time()
                 self.lists.extend((now, orjson.loads(r.value)) for r in records)
         self.consumer.close()
 
     def stop(self) -> None:
-        self._stop.set()
+        self._done.set()
         self.join(timeout=10)
 
 
@@ -264,7 +265,8 @@ def run_demo(settings: Settings, cfg: DemoConfig) -> int:
         return 0 if ok else 1
     finally:
         if collector is not None and collector.is_alive():
-            collector.stop()
+            with contextlib.suppress(Exception):
+                collector.stop()
         if proc is not None and proc.poll() is None:
             proc.terminate()
             try:

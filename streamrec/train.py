@@ -36,7 +36,7 @@ def train_from_files(
         cfg = dataclasses.replace(cfg, epochs=epochs)
     trained = train_model(train_seqs, items, encoder or EncoderConfig(), cfg, progress=progress)
     metrics = evaluate_next_item(trained, train_seqs, holdout, k=10)
-    trained.metadata["holdout"] = metrics
+    trained.metadata.setdefault("training", {})["holdout"] = metrics
     path = save_checkpoint(out_dir, trained)
     n_events = sum(len(s) for s in sequences.values())
     k, m, p = metrics["k"], metrics["model"], metrics["popularity"]

@@ -1,0 +1,498 @@
+#!/usr/bin/env bash
+# Local single-node Apache Kafka 3.9 broker (KRaft) for streamrec development and tests, run from
+# Maven Central jars with plain `java` (no Docker, no Kafka tarball).
+#
+# Usage: deploy/kafka/broker.sh {fetch|start|wait|status|stop|logs [-f|N]}
+#   fetch   copy the runtime jars of deploy/kafka/pom.xml into deploy/kafka/lib (cached behind
+#           deploy/kafka/.stamp-lib, which records a hash of pom.xml and the jar list)
+#   start   fetch if needed, format a FRESH run dir, start the broker in the background and wait
+#           until it answers a Kafka metadata request; prints the bootstrap address on stdout
+#   wait    only the readiness wait (for a broker started earlier); prints the bootstrap address
+#   status  prints "running <pid> 127.0.0.1:<port>" (exit 0) or "stopped" (exit 3)
+#   stop    SIGTERM, up to 30 s, then SIGKILL; idempotent
+#   logs    tail of the broker log (default 100 lines; -f follows)
+#
+# Environment:
+#   STREAMREC_KAFKA_DIR              run dir (default <repo>/var/kafka); wiped by `start`
+#   STREAMREC_KAFKA_PORT             broker port (default 19092)
+#   STREAMREC_KAFKA_CONTROLLER_PORT  KRaft controller port (default 19093)
+#   STREAMREC_KAFKA_HEAP             JVM heap (default 512m)
+#   STREAMREC_KAFKA_WAIT_S           readiness timeout in seconds (default 90)
+#   STREAMREC_KAFKA_JAVA             java executable (default: java on PATH; Kafka 3.9 supports 8-21)
+#   STREAMREC_KAFKA_JVM_OPTS         extra JVM options (whitespace-separated)
+#
+# Progress goes to stderr; stdout carries only results (bootstrap address / status line).
+set -euo pipefail
+
+KAFKA_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO_ROOT="$(cd "$KAFKA_DIR/../.." && pwd)"
+POM="$KAFKA_DIR/pom.xml"
+LIB="$KAFKA_DIR/lib"
+STAMP="$KAFKA_DIR/.stamp-lib"
+TEMPLATE="$KAFKA_DIR/server.properties.in"
+LOG4J="$KAFKA_DIR/log4j.properties"
+DEP_PLUGIN="org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
+
+RUN_DIR="${STREAMREC_KAFKA_DIR:-$REPO_ROOT/var/kafka}"
+[[ "$RUN_DIR" == /* ]] || RUN_DIR="$PWD/$RUN_DIR"
+PORT="${STREAMREC_KAFKA_PORT:-19092}"
+CONTROLLER_PORT="${STREAMREC_KAFKA_CONTROLLER_PORT:-19093}"
+HEAP="${STREAMREC_KAFKA_HEAP:-512m}"
+WAIT_S="${STREAMREC_KAFKA_WAIT_S:-90}"
+JAVA="${STREAMREC_KAFKA_JAVA:-java}"
+STOP_WAIT_S=30
+
+PID_FILE="$RUN_DIR/kafka.pid"
+BOOTSTRAP_FILE="$RUN_DIR/bootstrap"
+CLUSTER_ID_FILE="$RUN_DIR/cluster.id"
+MARKER="$RUN_DIR/.streamrec-kafka-run"
+LOG_FILE="$RUN_DIR/logs/kafka.out"
+
+TMP_FETCH=""
+cleanup() {
+    if [[ -n "$TMP_FETCH" ]]; then rm -rf -- "$TMP_FETCH"; fi
+}
+trap cleanup EXIT
+
+say() { printf 'broker.sh: %s\n' "$*" >&2; }
+die() {
+    say "error: $*"
+    exit 1
+}
+
+# --- helpers -----------------------------------------------------------------------------------
+
+pick_python() {
+    if [[ -x "$REPO_ROOT/.venv/bin/python" ]]; then
+        printf '%s\n' "$REPO_ROOT/.venv/bin/python"
+    elif command -v python3 >/dev/null 2>&1; then
+        command -v python3
+    else
+        die "no python found (need $REPO_ROOT/.venv/bin/python or python3 on PATH)"
+    fi
+}
+
+check_port() { # name value
+    local name=$1 value=$2
+    if [[ ! "$value" =~ ^[1-9][0-9]{0,4}$ ]] || ((value < 1 || value > 65535)); then
+        die "$name='$value' is not a TCP port"
+    fi
+    ((value != 9092 && value != 9093)) ||
+        die "$name=$value: 9092/9093 are reserved for a 'real' Kafka; pick another port"
+}
+
+check_ports() {
+    check_port STREAMREC_KAFKA_PORT "$PORT"
+    check_port STREAMREC_KAFKA_CONTROLLER_PORT "$CONTROLLER_PORT"
+    [[ "$PORT" != "$CONTROLLER_PORT" ]] || die "broker and controller port are both $PORT"
+}
+
+# True when 127.0.0.1:<port> can be bound (SO_REUSEADDR: TIME_WAIT leftovers do not count).
+port_free() {
+    "$PY" -c '
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+try:
+    s.bind(("127.0.0.1", int(sys.argv[1])))
+except OSError:
+    sys.exit(1)
+finally:
+    s.close()
+' "$1"
+}
+
+# Alive and not a zombie (a reparented child whose reaper has not run yet still answers kill -0).
+pid_alive() {
+    local pid=$1 state
+    kill -0 "$pid" 2>/dev/null || return 1
+    if [[ -r "/proc/$pid/stat" ]]; then
+        state="$(sed -E 's/^.*\) ([A-Za-z]).*$/\1/' "/proc/$pid/stat" 2>/dev/null || true)"
+        [[ "$state" != Z && "$state" != X ]] || return 1
+    fi
+    return 0
+}
+
+read_pid() {
+    local pid
+    [[ -f "$PID_FILE" ]] || return 1
+    pid="$(<"$PID_FILE")"
+    [[ "$pid" =~ ^[0-9]+$ ]] || return 1
+    printf '%s\n' "$pid"
+}
+
+# The PID is alive AND is the java kafka.Kafka process of THIS run dir (guards against PID reuse).
+is_our_broker() {
+    local pid=$1 args
+    pid_alive "$pid" || return 1
+    if [[ -r "/proc/$pid/cmdline" ]]; then
+        args="$(tr '\0' ' ' <"/proc/$pid/cmdline")"
+    else
+        args="$(ps -ww -o args= -p "$pid" 2>/dev/null || true)"
+    fi
+    [[ "$args" == *kafka.Kafka* && "$args" == *"$RUN_DIR/server.properties"* ]]
+}
+
+running_pid() {
+    local pid
+    pid="$(read_pid)" || return 1
+    is_our_broker "$pid" || return 1
+    printf '%s\n' "$pid"
+}
+
+log_tail() {
+    local n=${1:-60}
+    if [[ -f "$LOG_FILE" ]]; then
+        say "last $n lines of $LOG_FILE:"
+        tail -n "$n" "$LOG_FILE" >&2
+    else
+        say "no broker log at $LOG_FILE"
+    fi
+}
+
+# --- fetch -------------------------------------------------------------------------------------
+
+stamp_key() {
+    printf 'pom-sha256=%s plugin=%s\n' "$(sha256sum "$POM" | cut -d' ' -f1)" "$DEP_PLUGIN"
+}
+
+lib_ok() {
+    local jar n=0 have
+    [[ -f "$STAMP" && -d "$LIB" ]] || return 1
+    [[ "$(head -n 1 "$STAMP")" == "$(stamp_key)" ]] || return 1
+    while IFS= read -r jar; do
+        [[ -s "$LIB/$jar" ]] || return 1
+        n=$((n + 1))
+    done < <(tail -n +2 "$STAMP")
+    have="$(find "$LIB" -maxdepth 1 -name '*.jar' | wc -l)"
+    ((n > 0 && n == have))
+}
+
+cmd_fetch() {
+    local force=${1:-}
+    if [[ "$force" != force ]] && lib_ok; then
+        say "jars up to date in $LIB ($(tail -n +2 "$STAMP" | wc -l) jars)"
+        return 0
+    fi
+    command -v mvn >/dev/null 2>&1 || die "mvn not found: Maven is needed once to fetch the broker jars"
+    say "fetching the broker jars from Maven Central into $LIB ..."
+    TMP_FETCH="$(mktemp -d "${TMPDIR:-/tmp}/streamrec-kafka-lib.XXXXXX")"
+    mvn -B -ntp -q -f "$POM" "$DEP_PLUGIN:copy-dependencies" \
+        -DincludeScope=runtime -DoutputDirectory="$TMP_FETCH/lib" >"$TMP_FETCH/mvn.log" 2>&1 || {
+        cat "$TMP_FETCH/mvn.log" >&2
+        die "maven could not copy the dependencies of $POM"
+    }
+    compgen -G "$TMP_FETCH/lib/kafka_2.13-*.jar" >/dev/null ||
+        die "maven ran but no kafka_2.13 jar arrived in $TMP_FETCH/lib"
+    rm -rf -- "$LIB" "$STAMP"
+    mv -- "$TMP_FETCH/lib" "$LIB"
+    {
+        stamp_key
+        find "$LIB" -maxdepth 1 -name '*.jar' -printf '%f\n' | LC_ALL=C sort
+    } >"$STAMP"
+    say "fetched $(tail -n +2 "$STAMP" | wc -l) jars into $LIB"
+}
+
+# --- readiness ---------------------------------------------------------------------------------
+
+# Python probe: retries a real Metadata request until the broker lists itself (and, if given, has
+# the expected cluster id). kafka-python's admin client when importable, else a raw Metadata v2
+# request over a socket (stdlib only). argv: bootstrap timeout_s pid("" = none) cluster_id("" = any)
+# exit 0 ready, 1 timeout, 2 process died.
+# shellcheck disable=SC2016  # python source, not shell
+PROBE_PY='
+import os, socket, struct, sys, time
+
+bootstrap, timeout_s, pid, want_cluster = sys.argv[1], float(sys.argv[2]), sys.argv[3], sys.argv[4]
+host, _, port = bootstrap.rpartition(":")
+
+
+def alive():
+    if not pid:
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open("/proc/%s/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return True
+
+
+def attempt_s():
+    return min(5.0, max(1.0, deadline - time.monotonic()))
+
+
+def probe_kafka_python():
+    import logging
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)
+    from kafka import KafkaAdminClient
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="streamrec-broker-probe",
+                             request_timeout_ms=int(attempt_s() * 1000),
+                             bootstrap_timeout_ms=int(attempt_s() * 1000))
+    try:
+        meta = admin.describe_cluster()
+        admin.list_topics()
+    finally:
+        admin.close()
+    return len(meta["brokers"]), meta.get("cluster_id")
+
+
+def recv_exact(sock, n):
+    buf = b""
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            raise ConnectionError("connection closed by broker")
+        buf += chunk
+    return buf
+
+
+def probe_raw():
+    client_id = b"streamrec-broker-probe"
+    # header v1 (api_key=3 Metadata, version 2, correlation id, client id) + body: topics=[]
+    req = struct.pack(">hhih", 3, 2, 7, len(client_id)) + client_id + struct.pack(">i", 0)
+    with socket.create_connection((host, int(port)), timeout=attempt_s()) as sock:
+        sock.sendall(struct.pack(">i", len(req)) + req)
+        (size,) = struct.unpack(">i", recv_exact(sock, 4))
+        data = recv_exact(sock, size)
+    corr, n_brokers = struct.unpack_from(">ii", data, 0)
+    if corr != 7:
+        raise ValueError("unexpected correlation id %d" % corr)
+    off = 8
+    for _ in range(n_brokers):
+        (hl,) = struct.unpack_from(">h", data, off + 4)
+        off += 4 + 2 + hl + 4
+        (rl,) = struct.unpack_from(">h", data, off)
+        off += 2 + max(rl, 0)
+    (cl,) = struct.unpack_from(">h", data, off)
+    cluster = data[off + 2:off + 2 + cl].decode() if cl >= 0 else None
+    return n_brokers, cluster
+
+
+try:
+    import kafka  # noqa: F401
+    probe = probe_kafka_python
+except ImportError:
+    probe = probe_raw
+
+deadline = time.monotonic() + timeout_s
+last = "no attempt yet"
+while True:
+    if not alive():
+        print("broker process %s exited" % pid, file=sys.stderr)
+        sys.exit(2)
+    try:
+        n, cluster = probe()
+        if n < 1:
+            last = "metadata lists no broker yet"
+        elif want_cluster and cluster != want_cluster:
+            last = "cluster id %r, expected %r (another broker on this port?)" % (cluster, want_cluster)
+        else:
+            sys.exit(0)
+    except Exception as exc:  # not up yet
+        last = "%s: %s" % (type(exc).__name__, exc)
+    if time.monotonic() >= deadline:
+        print("no metadata answer from %s within %ss; last: %s" % (bootstrap, timeout_s, last),
+              file=sys.stderr)
+        sys.exit(1)
+    time.sleep(0.5)
+'
+
+# wait_ready bootstrap pid cluster_id -> python probe's exit status
+wait_ready() {
+    local rc=0
+    "$PY" -c "$PROBE_PY" "$1" "$WAIT_S" "$2" "$3" || rc=$?
+    return "$rc"
+}
+
+# --- subcommands -------------------------------------------------------------------------------
+
+new_cluster_id() { # 22-char base64url UUID, not starting with "-" (argparse would take it as a flag)
+    local id
+    while :; do
+        id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')"
+        [[ "$id" == -* ]] || break
+    done
+    printf '%s\n' "$id"
+}
+
+prepare_run_dir() {
+    if [[ -e "$RUN_DIR" ]]; then
+        [[ -d "$RUN_DIR" ]] || die "$RUN_DIR exists and is not a directory"
+        if [[ -n "$(ls -A "$RUN_DIR")" && ! -f "$MARKER" ]]; then
+            die "refusing to wipe $RUN_DIR: not empty and not a broker run dir (no $(basename "$MARKER"))"
+        fi
+        rm -rf -- "$RUN_DIR"
+    fi
+    mkdir -p "$RUN_DIR/data" "$RUN_DIR/logs"
+    : >"$MARKER"
+}
+
+render_config() {
+    local line out="$RUN_DIR/server.properties"
+    [[ "$RUN_DIR" != *\\* ]] || die "run dir must not contain a backslash: $RUN_DIR"
+    : >"$out"
+    while IFS= read -r line || [[ -n "$line" ]]; do
+        line="${line//@PORT@/"$PORT"}"
+        line="${line//@CONTROLLER_PORT@/"$CONTROLLER_PORT"}"
+        line="${line//@DATA_DIR@/"$RUN_DIR/data"}"
+        printf '%s\n' "$line" >>"$out"
+    done <"$TEMPLATE"
+    if grep -q '@[A-Z_]*@' "$out"; then die "unrendered placeholder in $out"; fi
+}
+
+cmd_start() {
+    local pid cluster_id t0 rc=0 p
+    check_ports
+    PY="$(pick_python)"
+    if pid="$(running_pid)"; then
+        die "a broker is already running from $RUN_DIR (pid $pid, $(cat "$BOOTSTRAP_FILE" 2>/dev/null)); run '$0 stop' first"
+    fi
+    command -v "$JAVA" >/dev/null 2>&1 || die "java not found ($JAVA); Java 17 is needed"
+    cmd_fetch
+    for p in "$PORT" "$CONTROLLER_PORT"; do
+        port_free "$p" || die "127.0.0.1:$p is already in use (a broker from an earlier run? see '$0 status', or set STREAMREC_KAFKA_PORT / STREAMREC_KAFKA_CONTROLLER_PORT)"
+    done
+
+    t0=$SECONDS
+    prepare_run_dir
+    render_config
+    cluster_id="$(new_cluster_id)"
+    printf '%s\n' "$cluster_id" >"$CLUSTER_ID_FILE"
+    say "formatting KRaft storage in $RUN_DIR/data (cluster id $cluster_id)"
+    "$JAVA" -Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 \
+        "-Dlog4j.configuration=file:$LOG4J" -cp "$LIB/*" \
+        kafka.tools.StorageTool format -t "$cluster_id" -c "$RUN_DIR/server.properties" \
+        >"$RUN_DIR/logs/format.out" 2>&1 || {
+        cat "$RUN_DIR/logs/format.out" >&2
+        die "formatting the storage failed"
+    }
+
+    local -a jvm_opts extra_opts=()
+    jvm_opts=(
+        "-Xms$HEAP" "-Xmx$HEAP"
+        -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -XX:+ExitOnOutOfMemoryError
+        -Djava.awt.headless=true
+        "-Dlog4j.configuration=file:$LOG4J"
+        "-Dkafka.logs.dir=$RUN_DIR/logs"
+    )
+    read -r -a extra_opts <<<"${STREAMREC_KAFKA_JVM_OPTS:-}"
+    say "starting the broker on 127.0.0.1:$PORT (controller 127.0.0.1:$CONTROLLER_PORT, heap $HEAP)"
+    (
+        cd "$RUN_DIR"
+        exec "$JAVA" "${jvm_opts[@]}" "${extra_opts[@]}" -cp "$LIB/*" \
+            kafka.Kafka "$RUN_DIR/server.properties" </dev/null >"$LOG_FILE" 2>&1
+    ) &
+    pid=$!
+    printf '%s\n' "$pid" >"$PID_FILE"
+    printf '127.0.0.1:%s\n' "$PORT" >"$BOOTSTRAP_FILE"
+
+    wait_ready "127.0.0.1:$PORT" "$pid" "$cluster_id" || rc=$?
+    if ((rc != 0)); then
+        log_tail 60
+        if ((rc == 2)); then
+            rm -f "$PID_FILE"
+            die "the broker process exited during startup (log: $LOG_FILE)"
+        fi
+        cmd_stop >/dev/null
+        die "the broker did not answer within ${WAIT_S}s; stopped it (log: $LOG_FILE)"
+    fi
+    say "broker ready after $((SECONDS - t0))s (pid $pid, log $LOG_FILE)"
+    printf '127.0.0.1:%s\n' "$PORT"
+}
+
+cmd_wait() {
+    local pid="" bootstrap cluster_id="" rc=0
+    PY="$(pick_python)"
+    if pid="$(running_pid)"; then
+        bootstrap="$(cat "$BOOTSTRAP_FILE")"
+        cluster_id="$(cat "$CLUSTER_ID_FILE" 2>/dev/null || true)"
+    else
+        pid=""
+        bootstrap="127.0.0.1:$PORT"
+        say "no broker running from $RUN_DIR; probing $bootstrap anyway"
+    fi
+    wait_ready "$bootstrap" "$pid" "$cluster_id" || rc=$?
+    if ((rc != 0)); then
+        if [[ -n "$pid" ]]; then log_tail 60; fi
+        die "broker at $bootstrap not ready"
+    fi
+    printf '%s\n' "$bootstrap"
+}
+
+cmd_status() {
+    local pid
+    if pid="$(running_pid)"; then
+        printf 'running %s %s\n' "$pid" "$(cat "$BOOTSTRAP_FILE" 2>/dev/null || echo "127.0.0.1:$PORT")"
+        return 0
+    fi
+    echo stopped
+    return 3
+}
+
+cmd_stop() {
+    local pid i
+    if ! pid="$(read_pid)"; then
+        rm -f "$PID_FILE"
+        echo stopped
+        return 0
+    fi
+    if ! is_our_broker "$pid"; then
+        rm -f "$PID_FILE"
+        say "pid $pid from $PID_FILE is not running (or is not this broker); removed the stale pid file"
+        echo stopped
+        return 0
+    fi
+    say "stopping broker pid $pid (SIGTERM)"
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < STOP_WAIT_S * 10; i++)); do
+        pid_alive "$pid" || break
+        sleep 0.1
+    done
+    if pid_alive "$pid"; then
+        say "broker pid $pid still alive after ${STOP_WAIT_S}s; SIGKILL"
+        kill -KILL "$pid" 2>/dev/null || true
+        for ((i = 0; i < 50; i++)); do
+            pid_alive "$pid" || break
+            sleep 0.1
+        done
+    fi
+    rm -f "$PID_FILE"
+    echo stopped
+}
+
+cmd_logs() {
+    [[ -f "$LOG_FILE" ]] || die "no broker log at $LOG_FILE"
+    case "${1:-100}" in
+        -f) tail -n 100 -f "$LOG_FILE" ;;
+        *[!0-9]*) die "usage: $0 logs [-f|N]" ;;
+        *) tail -n "${1:-100}" "$LOG_FILE" ;;
+    esac
+}
+
+usage() {
+    sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0,1\}//' >&2
+    exit 2
+}
+
+main() {
+    local cmd=${1:-}
+    [[ $# -eq 0 ]] || shift
+    case "$cmd" in
+        fetch) cmd_fetch "${1:-}" ;;
+        start) cmd_start ;;
+        wait) cmd_wait ;;
+        status) cmd_status ;;
+        stop) cmd_stop ;;
+        logs) cmd_logs "$@" ;;
+        *) usage ;;
+    esac
+}
+
+PY=""
+main "$@"

@@ -1,0 +1,117 @@
+"""The Recommender on plain data: the model work shared by the worker, replay and offline runs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from encoders.model import EncoderConfig
+from encoders.train import TrainConfig, train_model
+from streamrec.events.schema import Event, Item
+from streamrec.features.user_state import FeatureLimits, UserState
+from streamrec.recommend.engine import Recommender
+from streamrec.settings import load_settings
+
+CATS = ["a", "b", "c"]
+
+
+@pytest.fixture(scope="module")
+def trained():
+    # items i0..i29, category = i % 3; users stay in one category
+    items = {
+        f"i{i}": {"category": CATS[i % 3], "price": 10.0 + i, "title": f"t{i}"} for i in range(30)
+    }
+    g = torch.Generator().manual_seed(0)
+    seqs = {}
+    for u in range(90):
+        cat = u % 3
+        picks = [3 * int(torch.randint(0, 10, (1,), generator=g)) + cat for _ in range(12)]
+        seqs[f"u{u}"] = [(f"i{p}", 0, 1.7e9 + 60 * n) for n, p in enumerate(picks)]
+    cfg = EncoderConfig(d_model=16, n_layers=1, n_heads=1, window=6)
+    return train_model(
+        seqs, items, cfg, TrainConfig(epochs=15, batch_size=32, val_users=10), progress=False
+    ), items
+
+
+def settings(k=5):
+    return load_settings(env={"STREAMREC_RECS_K": str(k), "STREAMREC_MODEL_CACHE_MB": "1"})
+
+
+LIMITS = FeatureLimits()
+
+
+def feed(rec, events, lim=LIMITS):
+    states: dict[str, UserState] = {}
+    jobs = []
+    for e in events:
+        st = states.setdefault(e.user_id, UserState())
+        if st.apply(e, lim):
+            rec.observe(e)
+            jobs.append(rec.job(e, st))
+    return jobs
+
+
+def test_lists_follow_the_users_category_and_skip_purchases(trained):
+    model, items = trained
+    rec = Recommender(settings(k=5), model)
+    rec.upsert_items([Item(i, v["category"], v["price"], v["title"]) for i, v in items.items()])
+    events = [Event(f"e{n}", "x", f"i{3 * n + 1}", "browse", 1.7e9 + n) for n in range(6)]
+    events.append(Event("buy", "x", "i4", "purchase", 1.7e9 + 10))
+    lists = rec.recommend(feed(rec, events))
+    assert len(lists) == 1  # one user -> one list per batch, after the last event
+    out = lists[0]
+    assert out["event_id"] == "buy" and out["source"] == "model"
+    ids = [x["item_id"] for x in out["items"]]
+    assert "i4" not in ids
+    assert sum(items[i]["category"] == "b" for i in ids) >= 4
+    scores = [x["score"] for x in out["items"]]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_unavailable_items_are_never_listed(trained):
+    model, items = trained
+    rec = Recommender(settings(k=10), model)
+    rec.upsert_items(
+        [
+            Item(i, v["category"], v["price"], v["title"], available=(i != "i1"))
+            for i, v in items.items()
+        ]
+    )
+    rec.delete_item("i7")
+    lists = rec.recommend(feed(rec, [Event("e", "y", "i1", "click", 1.7e9)]))
+    assert not {"i1", "i7"} & {x["item_id"] for x in lists[0]["items"]}
+
+
+def test_batched_equals_one_by_one(trained):
+    model, items = trained
+    catalog = [Item(i, v["category"], v["price"], v["title"]) for i, v in items.items()]
+    events = [
+        Event(f"e{n}", f"u{n % 4}", f"i{(7 * n) % 30}", "click", 1.7e9 + n) for n in range(40)
+    ]
+    a = Recommender(settings(), model)
+    a.upsert_items(catalog)
+    batched = {r["user_id"]: r for r in a.recommend(feed(a, events))}
+    b = Recommender(settings(), model)
+    b.upsert_items(catalog)
+    single = {}
+    for job in feed(b, events):
+        for r in b.recommend([job]):
+            single[r["user_id"]] = r
+    assert batched.keys() == single.keys()
+    for user, r in batched.items():
+        assert [x["item_id"] for x in r["items"]] == [x["item_id"] for x in single[user]["items"]]
+        for x, y in zip(r["items"], single[user]["items"], strict=True):
+            assert abs(x["score"] - y["score"]) < 1e-4
+
+
+def test_without_a_model_lists_come_from_popularity():
+    rec = Recommender(settings(k=3), None)
+    rec.upsert_items([Item(f"p{i}", "c", 1.0) for i in range(5)])
+    events = [
+        Event(f"e{n}", f"v{n}", "p1" if n < 5 else "p2", "click", 1.7e9 + n) for n in range(8)
+    ]
+    events.append(Event("mine", "w", "p1", "purchase", 1.7e9 + 9))
+    lists = {r["user_id"]: r for r in rec.recommend(feed(rec, events))}
+    assert lists["v0"]["source"] == "popularity" and lists["v0"]["model_version"] == "popularity"
+    assert [x["item_id"] for x in lists["v7"]["items"]] == ["p1", "p2"]
+    assert [x["item_id"] for x in lists["w"]["items"]] == ["p2"]  # own purchase excluded
