@@ -245,7 +245,10 @@ def run_demo(settings: Settings, cfg: DemoConfig) -> int:
             f"   events processed         {processed} (accepted {counters.get('events_accepted', 0)}, "
             f"duplicates {counters.get('events_duplicate', 0)}, dead-lettered {counters.get('events_rejected', 0)})"
         )
-        print(f"   lists out (live)         {len(live_lists)}  ({dict(sources)})")
+        print(
+            f"   lists out (live)         {len(live_lists)} from {dict(sources)}"
+            " (a user's events within one micro-batch share one list)"
+        )
         print(f"   users served (live)      {len(users)}")
         if len(lat):
             print(

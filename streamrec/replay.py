@@ -154,7 +154,10 @@ def replay(
     known type or a user_id; the producer is closed in every case.
     """
     topic_of = dict(DEFAULT_EVENT_TOPICS if topics is None else topics)
-    config = {**PRODUCER_DEFAULTS, **producer_config}
+    # Paced replays stand in for live traffic: send each event at once instead of lingering to
+    # fill batches, or the linger shows up as event -> list latency downstream.
+    paced = {"linger_ms": 0} if rate else {}
+    config = {**PRODUCER_DEFAULTS, **paced, **producer_config}
     for name in ("key_serializer", "value_serializer"):
         if config.get(name) is not None:
             raise ValueError(f"{name} is not supported: replay sends ready-made bytes")
