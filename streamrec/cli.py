@@ -94,7 +94,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_recs(args: argparse.Namespace) -> int:
     from streamrec.kafka.lookup import latest_list
 
-    found = latest_list(_settings(args), args.user, timeout_s=args.timeout)
+    try:
+        found = latest_list(_settings(args), args.user, timeout_s=args.timeout)
+    except (LookupError, TimeoutError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if found is None:
         print(f"no list published for user {args.user!r}", file=sys.stderr)
         return 1

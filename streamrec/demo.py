@@ -64,17 +64,6 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _env_overrides(s: Settings) -> dict[str, str]:
-    """The demo's settings as STREAMREC_* variables for the worker process."""
-    env = {}
-    for section in ("kafka", "topics", "app", "model", "recs"):
-        for key, value in vars(getattr(s, section)).items():
-            env[f"STREAMREC_{section}_{key}".upper()] = (
-                str(value).lower() if isinstance(value, bool) else str(value)
-            )
-    return env
-
-
 class ListCollector(threading.Thread):
     """Reads the output topic from a separate consumer and timestamps every list on arrival."""
 
@@ -178,7 +167,7 @@ def run_demo(settings: Settings, cfg: DemoConfig) -> int:
 
         print("== starting a worker (streamrec worker)")
         log_path = work / "worker.log"
-        env = {**os.environ, **_env_overrides(s)}
+        env = {**os.environ, **s.to_env()}
         with open(log_path, "wb") as log_file:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "streamrec", "worker"],

@@ -112,6 +112,20 @@ class Settings:
         }
         return dataclasses.replace(self, **changed)
 
+    def to_env(self) -> dict[str, str]:
+        """Every setting as a STREAMREC_* variable: hands these exact settings to a child process."""
+        env: dict[str, str] = {}
+        for section in dataclasses.fields(self):
+            for key, value in vars(getattr(self, section.name)).items():
+                if isinstance(value, bool):
+                    text = str(value).lower()
+                elif isinstance(value, tuple):
+                    text = ",".join(map(str, value))
+                else:
+                    text = str(value)
+                env[f"{ENV_PREFIX}{section.name}_{key}".upper()] = text
+        return env
+
     def kafka_client_config(self) -> dict[str, Any]:
         """Connection settings in kafka-python's keyword names."""
         return kafka_client_config(self.kafka)

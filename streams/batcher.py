@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class MicroBatcher(Generic[T]):
@@ -70,7 +72,11 @@ class MicroBatcher(Generic[T]):
         if batch:
             self.batches += 1
             self.items += len(batch)
-            await self.handle(batch)
+            try:
+                await self.handle(batch)
+            except Exception:
+                # The handler owns its errors; this only keeps the flushing loop alive.
+                log.exception("batch handler failed on %d items", len(batch))
         if not self._items:
             self._idle.set()
 

@@ -29,7 +29,7 @@ import torch
 from encoders.checkpoint import CheckpointError, TrainedModel, load_checkpoint
 from streamrec.events.schema import Item
 from streamrec.events.validate import Limits, Rejection, parse_event
-from streamrec.features.user_state import FeatureLimits, UserState
+from streamrec.features.user_state import FeatureLimits, UserState, event_id_hash
 from streamrec.recommend.engine import Job, Recommender
 from streamrec.settings import Settings
 from streams.app import create_app
@@ -96,7 +96,18 @@ class Worker:
     async def _process(self, stream: Any) -> None:
         await self.catalog.ready.wait()
         async for event in stream.noack().events():
-            await self.handle(event)
+            try:
+                await self.handle(event)
+            except Exception as exc:
+                # An unacked event would pin its partition's committed offset forever: park it in
+                # the DLQ with the reason instead, and go on.
+                log.exception("failed to process an event; dead-lettering it")
+                msg = event.message
+                why = Rejection("internal_error", f"worker failed on this event: {exc!r}")
+                await self._dead_letter(
+                    msg.topic, msg.partition, msg.offset, msg.key, msg.value, why
+                )
+                event.ack()
 
     async def handle(self, event: Any) -> None:
         msg = event.message
@@ -117,7 +128,12 @@ class Worker:
         state = UserState.from_bytes(self.users.get(key))
         if not state.apply(parsed, self.feature_limits):
             self.metrics.inc("events_duplicate")
-            event.ack()
+            if state.recent_ids and state.recent_ids[-1] == event_id_hash(parsed.event_id):
+                # The user's newest event, redelivered after a crash: its list may never have
+                # been published, so publish it again (the output topic keeps the latest anyway).
+                await self.batcher.submit((self.recommender.job(parsed, state), event))
+            else:
+                event.ack()
             return
         self.users[key] = state.to_bytes()
         self.recommender.observe(parsed)
@@ -125,17 +141,27 @@ class Worker:
         await self.batcher.submit((self.recommender.job(parsed, state), event))
 
     async def _publish(self, batch: list[tuple[Job, Any]]) -> None:
-        t0 = time.perf_counter()
-        lists = self.recommender.recommend([job for job, _ in batch])
-        self.metrics.batch(len(batch), time.perf_counter() - t0)
-        for rec in lists:
-            await self.topics.recommendations.send(
-                key=rec["user_id"].encode(), value=orjson.dumps(rec)
-            )
-            self.metrics.latency(rec["event_ts"], rec["emitted_at"])
-        self.metrics.inc("lists_out", len(lists))
-        for _, event in batch:
-            event.ack()
+        jobs = [job for job, _ in batch]
+        try:
+            t0 = time.perf_counter()
+            try:
+                lists = self.recommender.recommend(jobs)
+            except Exception:
+                # The events' state is already durable; serve this batch from popularity rather
+                # than stall the partition or kill the worker.
+                log.exception("model failed on a batch of %d; serving popularity lists", len(jobs))
+                self.metrics.inc("batch_failures")
+                lists = self.recommender.recommend(jobs, fallback=True)
+            self.metrics.batch(len(batch), time.perf_counter() - t0)
+            for rec in lists:
+                await self.topics.recommendations.send(
+                    key=rec["user_id"].encode(), value=orjson.dumps(rec)
+                )
+                self.metrics.latency(rec["event_ts"], rec["emitted_at"])
+            self.metrics.inc("lists_out", len(lists))
+        finally:
+            for _, event in batch:
+                event.ack()
 
     async def _dead_letter(
         self,
@@ -170,15 +196,16 @@ class Worker:
         mtime = self._checkpoint_mtime()
         if mtime == self._model_mtime:
             return
-        self._model_mtime = mtime
         try:
             model = load_model(self.settings.model.checkpoint)
         except CheckpointError as exc:
+            # Not marked as seen: a checkpoint still being copied in is retried on the next poll.
             self.metrics.inc("model_load_failures")
             log.error(
                 "refusing new checkpoint, still serving %s: %s", self.recommender.model_version, exc
             )
             return
+        self._model_mtime = mtime
         if model is not None and model.model_version != self.recommender.model_version:
             log.info(
                 "serving model %s (was %s)", model.model_version, self.recommender.model_version

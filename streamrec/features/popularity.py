@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from collections.abc import Callable
 
 from streamrec.events.schema import EVENT_TYPE_CODE
 
@@ -42,18 +43,28 @@ class DecayedPopularity:
         self._stale += 1
 
     def top(
-        self, k: int, exclude: set[str] | frozenset[str] = frozenset()
+        self,
+        k: int,
+        exclude: set[str] | frozenset[str] = frozenset(),
+        accept: Callable[[str], bool] | None = None,
     ) -> list[tuple[str, float]]:
-        """The k most popular items not in ``exclude``, as (item id, log2 score)."""
-        # A full scan per query would cost O(items); the ranking moves slowly, so refresh it only
-        # after enough updates (a bounded staleness, not a correctness issue for a fallback list).
+        """The k most popular items not in ``exclude`` and passing ``accept``, as (id, log2 score)."""
+        # A full scan per query would cost O(items); the ranking moves slowly, so the sorted head
+        # is refreshed only after enough updates (bounded staleness, fine for a fallback list).
         stale = self._stale > max(64, len(self._log_score) // 100)
-        if self._top is None or stale or len(self._top) < min(len(self), k + len(exclude)):
+        want = max(4 * k, k + len(exclude))
+        if self._top is None or stale or len(self._top) < min(len(self), want):
             self._stale = 0
-            self._top = heapq.nlargest(
-                max(4 * k, k + len(exclude)), self._log_score.items(), key=lambda kv: kv[1]
-            )
-        return [(i, s) for i, s in self._top if i not in exclude][:k]
+            self._top = heapq.nlargest(want, self._log_score.items(), key=lambda kv: kv[1])
+        while True:
+            out = [
+                (i, s) for i, s in self._top if i not in exclude and (accept is None or accept(i))
+            ]
+            if len(out) >= k or len(self._top) >= len(self):
+                return out[:k]
+            # too many of the head were filtered out: look deeper
+            want = 2 * len(self._top)
+            self._top = heapq.nlargest(want, self._log_score.items(), key=lambda kv: kv[1])
 
     def discard(self, item_id: str) -> None:
         if self._log_score.pop(item_id, None) is not None:

@@ -42,6 +42,10 @@ def latest_list(settings: Settings, user_id: str, timeout_s: float = 10.0) -> di
                 for r in records:
                     if r.key == key and r.value is not None:
                         found = orjson.loads(r.value)
+        if consumer.position(tp) < end:
+            raise TimeoutError(
+                f"read {topic}[{tp.partition}] only to {consumer.position(tp)} of {end} in {timeout_s} s"
+            )
         return found
     finally:
         consumer.close()

@@ -18,18 +18,24 @@ class Catalog:
         d = model.config.d_model if model is not None else (dim or 1)
         self.index = ItemIndex(d)
 
-    def upsert_many(self, items: Iterable[Item]) -> None:
+    def upsert_many(self, items: Iterable[Item]) -> bool:
+        """Insert or update items; True when an existing row's vector changed."""
         batch = list({it.item_id: it for it in items}.values())
         if not batch:
-            return
+            return False
         for it in batch:
             self.items[it.item_id] = it
         vectors = self._vectors([it.item_id for it in batch], [it.to_dict() for it in batch])
+        changed = False
         for i, it in enumerate(batch):
+            row = self.index.row_of.get(it.item_id)
+            if vectors is not None and row is not None:
+                changed = changed or not torch.equal(self.index.matrix[row], vectors[i])
             self.index.upsert(it.item_id, None if vectors is None else vectors[i], it.available)
+        return changed
 
-    def upsert(self, item: Item) -> None:
-        self.upsert_many([item])
+    def upsert(self, item: Item) -> bool:
+        return self.upsert_many([item])
 
     def delete(self, item_id: str) -> None:
         self.items.pop(item_id, None)

@@ -75,7 +75,11 @@ class Recommender:
         self.encoder.set_item_vectors(self.catalog.index.matrix)
 
     def upsert_items(self, items: Sequence[Item]) -> None:
-        self.catalog.upsert_many(items)
+        changed = self.catalog.upsert_many(items)
+        if changed and self.encoder is not None:
+            # Cached K/V were computed from the old vectors; a rebuild uses the new ones. Drop the
+            # cache so every user's state is again exactly a function of their history.
+            self.encoder.clear()
         self._refresh_item_vectors()
 
     def delete_item(self, item_id: str) -> None:
@@ -103,16 +107,21 @@ class Recommender:
             frozenset(state.purchased),
         )
 
-    def recommend(self, jobs: Sequence[Job], now: float | None = None) -> list[dict[str, Any]]:
+    def recommend(
+        self, jobs: Sequence[Job], now: float | None = None, fallback: bool = False
+    ) -> list[dict[str, Any]]:
         """Lists for a micro-batch: every event updates its user's state; each user gets one list,
-        built after their last event in the batch (earlier ones would be superseded at once)."""
+        built after their last event in the batch (earlier ones would be superseded at once).
+        ``fallback`` serves popularity even when a model is loaded (the model failed)."""
         if not jobs:
             return []
         last: dict[str, int] = {}
         for i, job in enumerate(jobs):
             last[job.event.user_id] = i
         final = sorted(last.values())
-        if self.encoder is None:
+        if self.encoder is None or fallback:
+            if fallback and self.encoder is not None:
+                self.encoder.clear()  # the failed batch may have left some users half-stepped
             lists = [self._popular(jobs[i]) for i in final]
             source = "popularity"
         else:
@@ -125,7 +134,7 @@ class Recommender:
                 "schema": SCHEMA_VERSION,
                 "user_id": jobs[i].event.user_id,
                 "items": [{"item_id": item, "score": round(score, 6)} for item, score in items],
-                "model_version": self.model_version,
+                "model_version": self.model_version if source == "model" else POPULARITY_VERSION,
                 "source": source,
                 "event_id": jobs[i].event.event_id,
                 "event_ts": jobs[i].event.ts,
@@ -159,10 +168,9 @@ class Recommender:
 
     def _popular(self, job: Job) -> list[tuple[str, float]]:
         index = self.catalog.index
-        candidates = self.popularity.top(2 * self.k + len(job.purchased), exclude=job.purchased)
         # Before a catalog arrives, any item seen in events may be listed; after, only available ones.
-        listed = [(i, s) for i, s in candidates if not len(index) or index.is_available(i)]
-        return listed[: self.k]
+        listable = index.is_available if len(index) else None
+        return self.popularity.top(self.k, exclude=job.purchased, accept=listable)
 
     def popular_list(self, exclude: frozenset[str] = frozenset()) -> list[tuple[str, float]]:
         """The fallback list for a user with no history."""

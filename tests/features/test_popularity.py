@@ -18,3 +18,13 @@ def test_weights_and_exclusion():
     p.add("b", 2, 1.7e9)  # one purchase (weight 4) beats two browses
     assert [i for i, _ in p.top(2)] == ["b", "a"]
     assert [i for i, _ in p.top(2, exclude={"b"})] == ["a"]
+
+
+def test_filtered_head_still_fills_the_list():
+    p = DecayedPopularity(half_life_s=3600)
+    for i in range(100):
+        for _ in range(100 - i):  # i0 most popular
+            p.add(f"i{i}", 0, 1.7e9)
+    unavailable = {f"i{i}" for i in range(60)}
+    got = p.top(20, accept=lambda item: item not in unavailable)
+    assert [i for i, _ in got] == [f"i{i}" for i in range(60, 80)]

@@ -17,14 +17,13 @@ from tests.integration.worker_proc import (
     WorkerProcess,
     make_settings,
     read_topic,
-    settings_env,
 )
 
 pytestmark = pytest.mark.broker
 
 
 def cli(s, *args, timeout=120):
-    env = {**os.environ, **settings_env(s)}
+    env = {**os.environ, **s.to_env()}
     return subprocess.run(
         [sys.executable, "-m", "streamrec", *args],
         cwd=REPO,

@@ -50,18 +50,6 @@ def make_settings(
     )
 
 
-def settings_env(s: Settings) -> dict[str, str]:
-    env: dict[str, str] = {}
-    for section in ("kafka", "topics", "app", "validation", "features", "model", "recs"):
-        for key, value in vars(getattr(s, section)).items():
-            if isinstance(value, bool):
-                value = str(value).lower()
-            elif isinstance(value, tuple):
-                value = ",".join(map(str, value))
-            env[f"STREAMREC_{section}_{key}".upper()] = str(value)
-    return env
-
-
 class WorkerProcess:
     def __init__(self, settings: Settings, log_path: Path) -> None:
         self.settings = settings
@@ -69,7 +57,7 @@ class WorkerProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> WorkerProcess:
-        env = {**os.environ, **settings_env(self.settings)}
+        env = {**os.environ, **self.settings.to_env()}
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "streamrec", "worker"],

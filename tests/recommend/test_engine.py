@@ -115,3 +115,27 @@ def test_without_a_model_lists_come_from_popularity():
     assert lists["v0"]["source"] == "popularity" and lists["v0"]["model_version"] == "popularity"
     assert [x["item_id"] for x in lists["v7"]["items"]] == ["p1", "p2"]
     assert [x["item_id"] for x in lists["w"]["items"]] == ["p2"]  # own purchase excluded
+
+
+def test_changed_item_vectors_drop_the_encoder_cache(trained):
+    model, items = trained
+    rec = Recommender(settings(), model)
+    catalog = [Item(i, v["category"], v["price"], v["title"]) for i, v in items.items()]
+    rec.upsert_items(catalog)
+    rec.recommend(feed(rec, [Event("e1", "z", "i3", "click", 1.7e9)]))
+    assert rec.encoder is not None and rec.encoder.stats.cached_users == 1
+    rec.upsert_items(catalog)  # same features: same vectors, the cache stays
+    assert rec.encoder.stats.cached_users == 1
+    rec.upsert_items([Item("i3", "c", 999.0, "new title")])  # new features: new vector
+    assert rec.encoder.stats.cached_users == 0
+
+
+def test_fallback_serves_popularity_with_a_model_loaded(trained):
+    model, items = trained
+    rec = Recommender(settings(k=3), model)
+    rec.upsert_items([Item(i, v["category"], v["price"], v["title"]) for i, v in items.items()])
+    jobs = feed(rec, [Event(f"e{n}", f"f{n}", "i5", "click", 1.7e9 + n) for n in range(3)])
+    out = rec.recommend(jobs, fallback=True)
+    assert {r["source"] for r in out} == {"popularity"}
+    assert {r["model_version"] for r in out} == {"popularity"}
+    assert out[0]["items"][0]["item_id"] == "i5"

@@ -61,3 +61,26 @@ def test_submit_blocks_when_pending_is_full():
     blocked_at, handled = run(main())
     assert blocked_at <= 3 + 2  # pending bound plus the batch in flight
     assert sorted(handled) == list(range(20))
+
+
+def test_a_failing_handler_does_not_stop_the_loop():
+    async def main():
+        handled: list[int] = []
+
+        async def handle(batch):
+            if 0 in batch:
+                raise RuntimeError("boom")
+            handled.extend(batch)
+
+        b = MicroBatcher(handle, max_size=1, max_wait_s=0.001)
+        task = asyncio.create_task(b.run())
+        for i in range(3):
+            await b.submit(i)
+        await asyncio.sleep(0.05)
+        await b.wait_idle()
+        alive = not task.done()
+        task.cancel()
+        return handled, alive
+
+    handled, alive = run(main())
+    assert alive and handled == [1, 2]
