@@ -120,9 +120,10 @@ def run_demo(settings: Settings, cfg: DemoConfig) -> int:
     work = Path("var/demo") / run_id
     work.mkdir(parents=True, exist_ok=True)
     started_broker = False
-    running, _ = broker.status()
+    running, text = broker.status()
     if running:
-        bootstrap = settings.kafka.bootstrap_servers
+        bootstrap = text.split()[-1]  # "running <pid> 127.0.0.1:PORT"
+        print(f"== using the local Kafka broker at {bootstrap}")
     else:
         print("== starting the local Kafka broker")
         bootstrap = broker.start()

@@ -4,6 +4,7 @@ environment variables (STREAMREC_<SECTION>_<KEY>). Defaults live only in config/
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -151,9 +152,12 @@ def kafka_client_config(k: KafkaSettings) -> dict[str, Any]:
     return cfg
 
 
+_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
+
+
 def _coerce(value: Any, typ: Any, where: str) -> Any:
-    origin = get_origin(typ)
-    if origin is tuple:
+    """Check a TOML value, or parse an environment string, as the field's type."""
+    if get_origin(typ) is tuple:
         if isinstance(value, str):
             value = [v for v in value.split(",") if v.strip()]
         if not isinstance(value, list | tuple):
@@ -163,30 +167,64 @@ def _coerce(value: Any, typ: Any, where: str) -> Any:
     if typ is bool:
         if isinstance(value, bool):
             return value
-        if isinstance(value, str) and value.lower() in {
-            "1",
-            "true",
-            "yes",
-            "on",
-            "0",
-            "false",
-            "no",
-            "off",
-        }:
-            return value.lower() in {"1", "true", "yes", "on"}
-        raise SettingsError(f"{where}: expected true/false, got {value!r}")
-    try:
-        if typ is int:
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                raise ValueError
-            return int(value)
-        if typ is float:
+        if isinstance(value, str) and value.lower() in _TRUE | _FALSE:
+            return value.lower() in _TRUE
+    elif typ is str:
+        if isinstance(value, str):
+            return value
+    elif typ is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+    elif typ is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
             return float(value)
-        if typ is str:
-            return str(value)
-    except (TypeError, ValueError):
-        pass
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
     raise SettingsError(f"{where}: expected {getattr(typ, '__name__', typ)}, got {value!r}")
+
+
+# Settings that must be positive (> 0) or non-negative (>= 0) for the worker to make sense.
+_POSITIVE = {
+    "topics.partitions",
+    "topics.replication_factor",
+    "app.web_port",
+    "app.commit_interval_s",
+    "app.session_timeout_s",
+    "validation.max_event_bytes",
+    "validation.max_item_bytes",
+    "validation.max_context_depth",
+    "validation.max_id_length",
+    "features.sequence_max",
+    "features.dedup_ids",
+    "features.purchased_max",
+    "features.window_buckets",
+    "features.popularity_half_life_s",
+    "features.windows_s",
+    "model.cache_mb",
+    "model.threads",
+    "recs.k",
+    "recs.batch_max",
+}
+_NON_NEGATIVE = {"validation.max_future_skew_s", "recs.batch_wait_ms"}
+
+
+def _check_range(name: str, value: Any) -> None:
+    values = value if isinstance(value, tuple) else (value,)
+    for v in values:
+        if isinstance(v, float) and not math.isfinite(v):
+            raise SettingsError(f"{name}: must be finite, got {v!r}")
+        if name in _POSITIVE and not v > 0:
+            raise SettingsError(f"{name}: must be > 0, got {v!r}")
+        if name in _NON_NEGATIVE and not v >= 0:
+            raise SettingsError(f"{name}: must be >= 0, got {v!r}")
 
 
 def _merge(base: dict[str, dict[str, Any]], override: Mapping[str, Any], source: str) -> None:
@@ -211,11 +249,18 @@ def load_settings(
     if extra:
         with open(extra, "rb") as f:
             _merge(raw, tomllib.load(f), str(extra))
+    known: set[str] = set()
     for section, values in raw.items():
         for key in values:
             name = f"{ENV_PREFIX}{section}_{key}".upper()
+            known.add(name)
             if name in env:
                 values[key] = env[name]
+    prefixes = tuple(f"{ENV_PREFIX}{section}_".upper() for section in raw)
+    for name in env:
+        if name.startswith(prefixes) and name not in known:
+            # a typo in a variable name would otherwise be silently ignored
+            raise SettingsError(f"unknown setting in the environment: {name}")
     hints = get_type_hints(Settings)
     sections: dict[str, Any] = {}
     for field in dataclasses.fields(Settings):
@@ -225,8 +270,8 @@ def load_settings(
         for fld in dataclasses.fields(cls):
             if fld.name not in values:
                 raise SettingsError(f"missing setting {field.name}.{fld.name}")
-            kwargs[fld.name] = _coerce(
-                values[fld.name], get_type_hints(cls)[fld.name], f"{field.name}.{fld.name}"
-            )
+            where = f"{field.name}.{fld.name}"
+            kwargs[fld.name] = _coerce(values[fld.name], get_type_hints(cls)[fld.name], where)
+            _check_range(where, kwargs[fld.name])
         sections[field.name] = cls(**kwargs)
     return Settings(**sections)

@@ -48,3 +48,30 @@ def test_sasl_ssl_passthrough():
     assert cfg["sasl_mechanism"] == "SCRAM-SHA-512"
     assert cfg["sasl_plain_username"] == "svc"
     assert cfg["ssl_cafile"] == "/etc/ca.pem"
+
+
+def test_unknown_environment_variable_refused():
+    with pytest.raises(SettingsError, match="STREAMREC_RECS_KK"):
+        load_settings(env={"STREAMREC_RECS_KK": "5"})
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ('[kafka]\nbootstrap_servers = ["a:1", "b:2"]\n', r"kafka\.bootstrap_servers"),
+        ("[recs]\nbatch_wait_ms = true\n", r"recs\.batch_wait_ms"),
+        ("[features]\npopularity_half_life_s = 0\n", r"must be > 0"),
+        ("[recs]\nk = -1\n", r"recs\.k"),
+        ("[features]\nwindows_s = [3600, 0]\n", r"features\.windows_s"),
+    ],
+)
+def test_mistyped_or_out_of_range_values_refused(tmp_path, text, match):
+    f = tmp_path / "bad.toml"
+    f.write_text(text)
+    with pytest.raises(SettingsError, match=match):
+        load_settings(f, env={})
+
+
+def test_to_env_round_trips():
+    s = load_settings(env={"STREAMREC_RECS_K": "9", "STREAMREC_FEATURES_WINDOWS_S": "60,600"})
+    assert load_settings(env=s.to_env()) == s

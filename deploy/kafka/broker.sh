@@ -13,13 +13,13 @@
 #   logs    tail of the broker log (default 100 lines; -f follows)
 #
 # Environment:
-#   STREAMREC_KAFKA_DIR              run dir (default <repo>/var/kafka); wiped by `start`
-#   STREAMREC_KAFKA_PORT             broker port (default 19092)
-#   STREAMREC_KAFKA_CONTROLLER_PORT  KRaft controller port (default 19093)
-#   STREAMREC_KAFKA_HEAP             JVM heap (default 512m)
-#   STREAMREC_KAFKA_WAIT_S           readiness timeout in seconds (default 90)
-#   STREAMREC_KAFKA_JAVA             java executable (default: java on PATH; Kafka 3.9 supports 8-21)
-#   STREAMREC_KAFKA_JVM_OPTS         extra JVM options (whitespace-separated)
+#   STREAMREC_BROKER_DIR              run dir (default <repo>/var/kafka); wiped by `start`
+#   STREAMREC_BROKER_PORT             broker port (default 19092)
+#   STREAMREC_BROKER_CONTROLLER_PORT  KRaft controller port (default 19093)
+#   STREAMREC_BROKER_HEAP             JVM heap (default 512m)
+#   STREAMREC_BROKER_WAIT_S           readiness timeout in seconds (default 90)
+#   STREAMREC_BROKER_JAVA             java executable (default: java on PATH; Kafka 3.9 supports 8-21)
+#   STREAMREC_BROKER_JVM_OPTS         extra JVM options (whitespace-separated)
 #
 # Progress goes to stderr; stdout carries only results (bootstrap address / status line).
 set -euo pipefail
@@ -33,13 +33,13 @@ TEMPLATE="$KAFKA_DIR/server.properties.in"
 LOG4J="$KAFKA_DIR/log4j.properties"
 DEP_PLUGIN="org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
 
-RUN_DIR="${STREAMREC_KAFKA_DIR:-$REPO_ROOT/var/kafka}"
+RUN_DIR="${STREAMREC_BROKER_DIR:-$REPO_ROOT/var/kafka}"
 [[ "$RUN_DIR" == /* ]] || RUN_DIR="$PWD/$RUN_DIR"
-PORT="${STREAMREC_KAFKA_PORT:-19092}"
-CONTROLLER_PORT="${STREAMREC_KAFKA_CONTROLLER_PORT:-19093}"
-HEAP="${STREAMREC_KAFKA_HEAP:-512m}"
-WAIT_S="${STREAMREC_KAFKA_WAIT_S:-90}"
-JAVA="${STREAMREC_KAFKA_JAVA:-java}"
+PORT="${STREAMREC_BROKER_PORT:-19092}"
+CONTROLLER_PORT="${STREAMREC_BROKER_CONTROLLER_PORT:-19093}"
+HEAP="${STREAMREC_BROKER_HEAP:-512m}"
+WAIT_S="${STREAMREC_BROKER_WAIT_S:-90}"
+JAVA="${STREAMREC_BROKER_JAVA:-java}"
 STOP_WAIT_S=30
 
 PID_FILE="$RUN_DIR/kafka.pid"
@@ -82,8 +82,8 @@ check_port() { # name value
 }
 
 check_ports() {
-    check_port STREAMREC_KAFKA_PORT "$PORT"
-    check_port STREAMREC_KAFKA_CONTROLLER_PORT "$CONTROLLER_PORT"
+    check_port STREAMREC_BROKER_PORT "$PORT"
+    check_port STREAMREC_BROKER_CONTROLLER_PORT "$CONTROLLER_PORT"
     [[ "$PORT" != "$CONTROLLER_PORT" ]] || die "broker and controller port are both $PORT"
 }
 
@@ -356,7 +356,7 @@ cmd_start() {
     command -v "$JAVA" >/dev/null 2>&1 || die "java not found ($JAVA); Java 17 is needed"
     cmd_fetch
     for p in "$PORT" "$CONTROLLER_PORT"; do
-        port_free "$p" || die "127.0.0.1:$p is already in use (a broker from an earlier run? see '$0 status', or set STREAMREC_KAFKA_PORT / STREAMREC_KAFKA_CONTROLLER_PORT)"
+        port_free "$p" || die "127.0.0.1:$p is already in use (a broker from an earlier run? see '$0 status', or set STREAMREC_BROKER_PORT / STREAMREC_BROKER_CONTROLLER_PORT)"
     done
 
     t0=$SECONDS
@@ -381,7 +381,7 @@ cmd_start() {
         "-Dlog4j.configuration=file:$LOG4J"
         "-Dkafka.logs.dir=$RUN_DIR/logs"
     )
-    read -r -a extra_opts <<<"${STREAMREC_KAFKA_JVM_OPTS:-}"
+    read -r -a extra_opts <<<"${STREAMREC_BROKER_JVM_OPTS:-}"
     say "starting the broker on 127.0.0.1:$PORT (controller 127.0.0.1:$CONTROLLER_PORT, heap $HEAP)"
     (
         cd "$RUN_DIR"

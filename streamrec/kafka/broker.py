@@ -55,13 +55,13 @@ def _script_env(
 ) -> dict[str, str]:
     env = dict(os.environ)
     if port is not None:
-        env["STREAMREC_KAFKA_PORT"] = str(port)
+        env["STREAMREC_BROKER_PORT"] = str(port)
     if controller_port is not None:
-        env["STREAMREC_KAFKA_CONTROLLER_PORT"] = str(controller_port)
+        env["STREAMREC_BROKER_CONTROLLER_PORT"] = str(controller_port)
     if run_dir is not None:
-        env["STREAMREC_KAFKA_DIR"] = str(Path(run_dir).resolve())
+        env["STREAMREC_BROKER_DIR"] = str(Path(run_dir).resolve())
     if wait_s is not None:
-        env["STREAMREC_KAFKA_WAIT_S"] = f"{float(wait_s):g}"
+        env["STREAMREC_BROKER_WAIT_S"] = f"{float(wait_s):g}"
     return env
 
 
@@ -93,8 +93,8 @@ def start(
     """Start a fresh broker and wait until it answers metadata requests.
 
     ``None`` arguments fall back to the script's environment/defaults: ports
-    ``STREAMREC_KAFKA_PORT``/``STREAMREC_KAFKA_CONTROLLER_PORT`` (19092/19093) and run directory
-    ``STREAMREC_KAFKA_DIR`` (``<repo>/var/kafka``). The run directory is wiped first. The first
+    ``STREAMREC_BROKER_PORT``/``STREAMREC_BROKER_CONTROLLER_PORT`` (19092/19093) and run directory
+    ``STREAMREC_BROKER_DIR`` (``<repo>/var/kafka``). The run directory is wiped first. The first
     call may download the broker jars with Maven.
 
     Returns the bootstrap address ``127.0.0.1:PORT``. Raises :class:`BrokerError` (with the
