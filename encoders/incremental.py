@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from encoders.model import StreamRecModel, gap_bucket
+from encoders.model import StreamRecModel, gap_bucket, left_pad
 
 log = logging.getLogger(__name__)
 
@@ -198,24 +198,14 @@ class IncrementalEncoder:
             if n < min(r.position + 1, ctx):
                 self._stats.truncated += 1
             seqs.append((r.rows[-n:], r.types[-n:], r.gaps[-n:]))
-        B, T = len(misses), max(len(s[0]) for s in seqs)
-        rows = torch.zeros((B, T), dtype=torch.long)
-        types = torch.zeros((B, T), dtype=torch.long)
-        gaps = torch.full((B, T), -1.0, dtype=torch.float64)
-        valid = torch.zeros((B, T), dtype=torch.bool)
-        lengths = []
-        for b, (r_, t_, g_) in enumerate(seqs):
-            n = len(r_)
-            rows[b, T - n :] = torch.as_tensor(r_, dtype=torch.long)
-            types[b, T - n :] = torch.as_tensor(t_, dtype=torch.long)
-            gaps[b, T - n :] = torch.as_tensor(g_, dtype=torch.float64)
-            valid[b, T - n :] = True
-            lengths.append(n)
+        B = len(misses)
+        rows, types, gap_buckets, valid = left_pad(seqs, self.cfg.n_gap_buckets)
+        lengths = [len(s[0]) for s in seqs]
         positions = torch.tensor([requests[i].position for i in misses], dtype=torch.long)
         y, rings = self.model.user_tower.prefill(
             self._item_vecs[rows],
             types,
-            gap_bucket(gaps, self.cfg.n_gap_buckets),
+            gap_buckets,
             valid,
             positions,
         )

@@ -112,6 +112,24 @@ def gap_bucket(gaps: Tensor, n_buckets: int = 16) -> Tensor:
     return torch.where(first, torch.zeros_like(b), b)
 
 
+def left_pad(
+    seqs: Sequence[tuple[Sequence[int], Sequence[int], Sequence[float]]], n_gap_buckets: int
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Left-pad (item rows, types, gaps) sequences to [B, T]: rows, types, gap buckets, valid."""
+    B, T = len(seqs), max(len(s[0]) for s in seqs)
+    rows = torch.zeros((B, T), dtype=torch.long)
+    types = torch.zeros((B, T), dtype=torch.long)
+    gaps = torch.full((B, T), -1.0, dtype=torch.float64)
+    valid = torch.zeros((B, T), dtype=torch.bool)
+    for b, (r, t, g) in enumerate(seqs):
+        n = len(r)
+        rows[b, T - n :] = torch.as_tensor(r, dtype=torch.long)
+        types[b, T - n :] = torch.as_tensor(t, dtype=torch.long)
+        gaps[b, T - n :] = torch.as_tensor(g, dtype=torch.float64)
+        valid[b, T - n :] = True
+    return rows, types, gap_bucket(gaps, n_gap_buckets), valid
+
+
 # --------------------------------------------------------------------------------------------
 # Item tower
 

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from encoders.checkpoint import TrainedModel
 from encoders.item_features import ItemFeatures, ItemFeaturizer
-from encoders.model import EncoderConfig, StreamRecModel, gap_bucket
+from encoders.model import EncoderConfig, StreamRecModel, left_pad
 
 log = logging.getLogger(__name__)
 
@@ -63,22 +63,6 @@ def _encode(seq: Sequence[Event], row_of: Mapping[str, int]) -> Encoded:
     return rows, types, gaps[: len(seq)]
 
 
-def _left_pad(seqs: Sequence[Encoded], n_gap_buckets: int) -> tuple[Tensor, ...]:
-    """Left-pad (rows, types, gaps) to [B,T]; returns rows, types, gap buckets, valid."""
-    B, T = len(seqs), max(len(s[0]) for s in seqs)
-    rows = torch.zeros((B, T), dtype=torch.long)
-    types = torch.zeros((B, T), dtype=torch.long)
-    gaps = torch.full((B, T), -1.0, dtype=torch.float64)
-    valid = torch.zeros((B, T), dtype=torch.bool)
-    for b, (r, t, g) in enumerate(seqs):
-        n = len(r)
-        rows[b, T - n :] = torch.tensor(r, dtype=torch.long)
-        types[b, T - n :] = torch.tensor(t, dtype=torch.long)
-        gaps[b, T - n :] = torch.tensor(g, dtype=torch.float64)
-        valid[b, T - n :] = True
-    return rows, types, gap_bucket(gaps, n_gap_buckets), valid
-
-
 def _user_vectors(
     model: StreamRecModel, item_vecs: Tensor, histories: Sequence[Encoded], batch: int = 512
 ) -> Tensor:
@@ -88,7 +72,7 @@ def _user_vectors(
     with torch.no_grad():
         for s in range(0, len(histories), batch):
             part = [(r[-ctx:], t[-ctx:], g[-ctx:]) for r, t, g in histories[s : s + batch]]
-            rows, types, gapb, valid = _left_pad(part, model.cfg.n_gap_buckets)
+            rows, types, gapb, valid = left_pad(part, model.cfg.n_gap_buckets)
             out.append(model.user_tower(item_vecs[rows], types, gapb, valid)[:, -1])
     return torch.cat(out) if out else item_vecs.new_zeros((0, item_vecs.shape[1]))
 
@@ -190,7 +174,7 @@ def _batch(
         rows, types, gaps = encoded[u]
         seqs.append((rows[lo:e], types[lo:e], gaps[lo:e]))
         targets.append([-1] * (s - lo) + rows[s + 1 : e + 1])
-    rows_t, types_t, gapb, valid = _left_pad(seqs, n_gap_buckets)
+    rows_t, types_t, gapb, valid = left_pad(seqs, n_gap_buckets)
     tgt = torch.full(rows_t.shape, -1, dtype=torch.long)
     T = rows_t.shape[1]
     for b, t in enumerate(targets):
