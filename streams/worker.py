@@ -15,6 +15,7 @@ the same table record makes that replay count nothing twice (at-least-once, idem
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import os
@@ -88,6 +89,7 @@ class Worker:
         app.agent(self.topics.events, name="streamrec.events")(self._process)
         app.task(self.catalog.run)
         app.task(self.batcher.run)
+        app.task(self._seed_popularity)
         app.timer(MODEL_POLL_S)(self._poll_model)
         app.page("/health/")(self._health_view())
         app.page("/metrics/")(self._metrics_view())
@@ -139,6 +141,22 @@ class Worker:
         self.recommender.observe(parsed)
         self.metrics.inc("events_accepted")
         await self.batcher.submit((self.recommender.job(parsed, state), event))
+
+    async def _seed_popularity(self) -> None:
+        """Popularity lives in memory; once the tables are recovered, seed it from the users'
+        stored sequences so the fallback list is not empty after a restart until traffic returns."""
+        while not self.ready():
+            await asyncio.sleep(0.2)
+        users = 0
+        for _, raw in self.users.items():
+            for item, code, ts in UserState.from_bytes(raw).seq:
+                self.recommender.popularity.add(item, code, ts)
+            users += 1
+        log.info(
+            "popularity seeded from %d users' recent events: %d items",
+            users,
+            len(self.recommender.popularity),
+        )
 
     async def _publish(self, batch: list[tuple[Job, Any]]) -> None:
         jobs = [job for job, _ in batch]
@@ -221,6 +239,7 @@ class Worker:
             "catalog_items": float(len(self.recommender.catalog.index)),
             "catalog_ready": float(self.catalog.ready.is_set()),
             "batcher_pending": float(len(self.batcher)),
+            "popularity_items": float(len(self.recommender.popularity)),
         }
         if enc is not None:
             g.update(
@@ -247,6 +266,7 @@ class Worker:
                         "status": "ok" if ready else "starting",
                         "model_version": worker.recommender.model_version,
                         "catalog_items": len(worker.recommender.catalog.index),
+                        "popularity_items": len(worker.recommender.popularity),
                         "metrics": worker.metrics.snapshot(),
                     },
                     status=200 if ready else 503,

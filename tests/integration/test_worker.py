@@ -234,6 +234,15 @@ def test_restarted_worker_recovers_its_tables_and_counts_nothing_twice(
     try:
         c.wait_healthy()
         check(c)
+        # the in-memory popularity fallback is seeded from the recovered sequences
+        items_seen = {e["item_id"] for e in first + second}
+        deadline = time.monotonic() + 20
+        while (
+            c.get("/health/")[1]["popularity_items"] < len(items_seen)
+            and time.monotonic() < deadline
+        ):
+            time.sleep(0.2)
+        assert c.get("/health/")[1]["popularity_items"] == len(items_seen)
     finally:
         c.stop()
     changelog = read_topic(
