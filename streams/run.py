@@ -5,14 +5,29 @@ from __future__ import annotations
 import logging
 
 import faust
+from kafka.errors import KafkaError
 
 from streamrec.settings import Settings
+from streams.topics import create_topics
 from streams.worker import Worker
 
 log = logging.getLogger(__name__)
 
 
+def ensure_topics(settings: Settings) -> None:
+    """Create missing topics with their proper partitions and configs. Where the worker's
+    credentials may not create topics, an operator runs `streamrec topics create` instead."""
+    try:
+        created = [t for t, outcome in create_topics(settings).items() if outcome == "created"]
+    except KafkaError as exc:
+        log.warning("could not check/create topics (%s); expecting them to exist", exc)
+        return
+    if created:
+        log.info("created topics: %s", ", ".join(created))
+
+
 def run_worker(settings: Settings) -> int:
+    ensure_topics(settings)
     worker = Worker(settings)
     log.info(
         "worker app=%s brokers=%s partitions=%d model=%s datadir=%s",

@@ -32,11 +32,19 @@ def declare(app: faust.App, settings: Settings) -> Topics:
         "key_serializer": "raw",
         "value_serializer": "raw",
     }
+    # Faust creates any declared topic that is missing; give it the same partitions and configs
+    # as `streamrec topics create`, so an output topic is compacted however it came to exist.
+    specs = topic_specs(settings)
+
+    def topic(*names: str) -> faust.TopicT:
+        spec = specs[names[0]]
+        return app.topic(*names, partitions=spec["partitions"], config=spec["configs"], **raw)
+
     return Topics(
-        events=app.topic(*by_type.values(), **raw),
-        type_of={topic: etype for etype, topic in by_type.items()},
-        recommendations=app.topic(t.recommendations, **raw),
-        dlq=app.topic(t.dlq, **raw),
+        events=topic(*by_type.values()),
+        type_of={name: etype for etype, name in by_type.items()},
+        recommendations=topic(t.recommendations),
+        dlq=topic(t.dlq),
     )
 
 

@@ -255,3 +255,34 @@ def test_restarted_worker_recovers_its_tables_and_counts_nothing_twice(
     assert {u: sum(st.counts) for u, st in states.items()} == {
         u: sum(c.values()) for u, c in expected.items()
     }
+
+
+def test_worker_on_a_bare_cluster_creates_its_topics_with_their_configs(
+    kafka_bootstrap, unique_name, tmp_path
+):
+    from kafka import KafkaAdminClient
+    from kafka.admin import ConfigResource
+
+    s = make_settings(kafka_bootstrap, unique_name("bare"), tmp_path, partitions=3)
+    worker = WorkerProcess(s, tmp_path / "worker.log").start()  # no `topics create` first
+    try:
+        worker.wait_healthy()
+        admin = KafkaAdminClient(**s.kafka_client_config())
+        try:
+            described = admin.describe_configs(
+                [
+                    ConfigResource("TOPIC", s.topics.recommendations),
+                    ConfigResource("TOPIC", s.topics.items),
+                ]
+            )
+            partitions = {
+                t: len(admin.describe_topics([t])[0]["partitions"])
+                for t in s.topics.event_topics().values()
+            }
+        finally:
+            admin.close()
+        for topic in (s.topics.recommendations, s.topics.items):
+            assert described["topic"][topic]["cleanup.policy"]["value"] == "compact"
+        assert set(partitions.values()) == {3}
+    finally:
+        worker.stop()
