@@ -74,7 +74,6 @@ class ValidationSettings:
 @dataclass(frozen=True)
 class FeatureSettings:
     sequence_max: int
-    dedup_ids: int
     purchased_max: int
     windows_s: tuple[int, ...]
     window_buckets: int
@@ -203,7 +202,6 @@ _POSITIVE = {
     "validation.max_context_depth",
     "validation.max_id_length",
     "features.sequence_max",
-    "features.dedup_ids",
     "features.purchased_max",
     "features.window_buckets",
     "features.popularity_half_life_s",

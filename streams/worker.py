@@ -30,7 +30,7 @@ import torch
 from encoders.checkpoint import CheckpointError, TrainedModel, load_checkpoint
 from streamrec.events.schema import Item
 from streamrec.events.validate import Limits, Rejection, parse_event
-from streamrec.features.user_state import FeatureLimits, UserState, event_id_hash
+from streamrec.features.user_state import FeatureLimits, UserState
 from streamrec.recommend.engine import Job, Recommender
 from streamrec.settings import Settings
 from streams.app import create_app
@@ -130,7 +130,7 @@ class Worker:
         state = UserState.from_bytes(self.users.get(key))
         if not state.apply(parsed, self.feature_limits):
             self.metrics.inc("events_duplicate")
-            if state.recent_ids and state.recent_ids[-1] == event_id_hash(parsed.event_id):
+            if state.is_newest(parsed):
                 # The user's newest event, redelivered after a crash: its list may never have
                 # been published, so publish it again (the output topic keeps the latest anyway).
                 await self.batcher.submit((self.recommender.job(parsed, state), event))
@@ -149,7 +149,7 @@ class Worker:
             await asyncio.sleep(0.2)
         users = 0
         for _, raw in self.users.items():
-            for item, code, ts in UserState.from_bytes(raw).seq:
+            for item, code, ts, _ in UserState.from_bytes(raw).seq:
                 self.recommender.popularity.add(item, code, ts)
             users += 1
         log.info(

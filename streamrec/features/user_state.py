@@ -1,25 +1,36 @@
 """Per-user rolling features, kept on plain data so live, replay and offline runs share them.
 
 One compact record per user: the recent event sequence (what the encoder rebuilds from), per-type
-counts (total and over rolling windows), purchased items, last activity and the ids of recent
-events (so a redelivered or replayed event is counted once). Serialized with orjson into the
-worker's RocksDB table; its size is bounded by the settings, not by the user's history.
+counts (total and over rolling windows), purchased items and last activity. Serialized into the
+worker's RocksDB table with a small binary codec; its size is bounded by the settings, not by the
+user's history (under 4 KB at the defaults with every limit full and 10-character item ids).
+
+De-duplication rides on the sequence: each kept event carries a digest of its id, and per event
+type ``floors`` holds the newest timestamp among events of that type that fell out of it. An event
+whose id is in the sequence is a redelivery. Events of one type arrive on one topic partition in
+the producer's order, so an event at or before its type's floor cannot be told apart from one
+already counted, and is skipped too: replaying a user's log from the start changes nothing, and a
+crash's redelivered tail is counted once. (Floors are per type because the three topics are
+consumed independently: across them a user's events may arrive out of time order.) The price: a
+new event that its producer emits later than an older-stamped event of the same type that has
+already left the kept sequence is not counted.
 """
 
 from __future__ import annotations
 
 import hashlib
+import struct
 from dataclasses import dataclass, field
 from typing import Any
-
-import orjson
 
 from streamrec.events.schema import EVENT_TYPE_CODE, EVENT_TYPES, Event
 from streamrec.settings import FeatureSettings
 
 N_TYPES = len(EVENT_TYPES)
 PURCHASE = EVENT_TYPE_CODE["purchase"]
-STATE_VERSION = 1
+MAGIC = b"U1"
+
+SeqEntry = tuple[str, int, float, int]  # (item id, type code, ts, event-id digest)
 
 
 def event_id_hash(event_id: str) -> int:
@@ -29,15 +40,14 @@ def event_id_hash(event_id: str) -> int:
 
 @dataclass(frozen=True, slots=True)
 class FeatureLimits:
-    sequence_max: int = 128
-    dedup_ids: int = 512
-    purchased_max: int = 256
+    sequence_max: int = 100
+    purchased_max: int = 50
     windows_s: tuple[int, ...] = (3600, 86400)
-    window_buckets: int = 24
+    window_buckets: int = 12
 
     @classmethod
     def from_settings(cls, fs: FeatureSettings) -> FeatureLimits:
-        return cls(fs.sequence_max, fs.dedup_ids, fs.purchased_max, fs.windows_s, fs.window_buckets)
+        return cls(fs.sequence_max, fs.purchased_max, fs.windows_s, fs.window_buckets)
 
 
 @dataclass
@@ -45,33 +55,37 @@ class UserState:
     """Rolling state of one user. ``apply`` is the only mutator."""
 
     n_events: int = 0
-    seq: list[tuple[str, int, float]] = field(default_factory=list)  # (item_id, type code, ts)
-    last_gap: float = -1.0  # gap of seq[0] to its predecessor (seq[0] may be past the trimmed head)
+    seq: list[SeqEntry] = field(default_factory=list)
+    last_gap: float = -1.0  # gap of seq[0] to its predecessor (which may have been trimmed)
+    floors: list[float] = field(default_factory=lambda: [float("-inf")] * N_TYPES)
     counts: list[int] = field(default_factory=lambda: [0] * N_TYPES)
     # per window: {bucket index: [count per type]}, bucket index = floor(ts / (window / buckets))
     windows: list[dict[int, list[int]]] = field(default_factory=list)
     purchased: list[str] = field(default_factory=list)
-    recent_ids: list[int] = field(default_factory=list)
     first_ts: float = 0.0
     last_ts: float = 0.0
 
     # -- updates -------------------------------------------------------------------------------
 
-    def apply(self, event: Event, limits: FeatureLimits) -> bool:
-        """Fold one event in. Returns False (and changes nothing) for an already seen event id."""
+    def seen(self, event: Event) -> bool:
+        """True when ``event`` was already applied, or is too old to tell (see module doc)."""
+        if event.ts <= self.floors[event.type_code]:
+            return True
         h = event_id_hash(event.event_id)
-        if h in self.recent_ids:
-            return False
-        self.recent_ids.append(h)
-        if len(self.recent_ids) > limits.dedup_ids:
-            del self.recent_ids[: len(self.recent_ids) - limits.dedup_ids]
+        return any(e[3] == h for e in self.seq)
 
+    def apply(self, event: Event, limits: FeatureLimits) -> bool:
+        """Fold one event in. Returns False (and changes nothing) for an already seen event."""
+        if self.seen(event):
+            return False
         code = event.type_code
         self.n_events += 1
-        self.seq.append((event.item_id, code, event.ts))
+        self.seq.append((event.item_id, code, event.ts, event_id_hash(event.event_id)))
         if len(self.seq) > limits.sequence_max:
             drop = len(self.seq) - limits.sequence_max
             self.last_gap = _gap(self.seq[drop - 1][2], self.seq[drop][2])
+            for _, code_, ts_, _ in self.seq[:drop]:
+                self.floors[code_] = max(self.floors[code_], ts_)
             del self.seq[:drop]
         self.counts[code] += 1
         self._count_in_windows(code, event.ts, limits)
@@ -102,6 +116,10 @@ class UserState:
 
     # -- reads ---------------------------------------------------------------------------------
 
+    def is_newest(self, event: Event) -> bool:
+        """True when ``event`` is the user's most recent applied event."""
+        return bool(self.seq) and self.seq[-1][3] == event_id_hash(event.event_id)
+
     def window_counts(self, window_s: int, now: float, limits: FeatureLimits) -> list[int]:
         """Events per type in the last ``window_s`` seconds of event time (bucket resolution)."""
         w = limits.windows_s.index(window_s)
@@ -129,39 +147,49 @@ class UserState:
     # -- storage -------------------------------------------------------------------------------
 
     def to_bytes(self) -> bytes:
-        return orjson.dumps(
-            {
-                "v": STATE_VERSION,
-                "n": self.n_events,
-                "seq": self.seq,
-                "g": self.last_gap,
-                "c": self.counts,
-                "w": [{str(k): v for k, v in b.items()} for b in self.windows],
-                "p": self.purchased,
-                "ids": self.recent_ids,
-                "t0": self.first_ts,
-                "t1": self.last_ts,
-            }
-        )
+        out = bytearray(MAGIC)
+        out += _HEAD.pack(self.n_events, self.last_gap, self.first_ts, self.last_ts)
+        out += _COUNTS.pack(*self.counts)
+        out += _FLOORS.pack(*self.floors)
+        out += _U16.pack(len(self.seq))
+        for item, code, ts, h in self.seq:
+            out += _SEQ.pack(code, ts, h)
+            _put_str(out, item)
+        out += _U16.pack(len(self.windows))
+        for buckets in self.windows:
+            out += _U16.pack(len(buckets))
+            for b, c in buckets.items():
+                out += _BUCKET.pack(b, *c)
+        out += _U16.pack(len(self.purchased))
+        for item in self.purchased:
+            _put_str(out, item)
+        return bytes(out)
 
     @classmethod
     def from_bytes(cls, raw: bytes | None) -> UserState:
         if not raw:
             return cls()
-        d: dict[str, Any] = orjson.loads(raw)
-        if d.get("v") != STATE_VERSION:
-            raise ValueError(f"unsupported user-state version {d.get('v')!r}")
-        return cls(
-            n_events=d["n"],
-            seq=[(e[0], e[1], e[2]) for e in d["seq"]],
-            last_gap=d["g"],
-            counts=d["c"],
-            windows=[{int(k): v for k, v in b.items()} for b in d["w"]],
-            purchased=d["p"],
-            recent_ids=d["ids"],
-            first_ts=d["t0"],
-            last_ts=d["t1"],
-        )
+        if raw[:2] != MAGIC:
+            raise ValueError(f"not a user-state record (starts with {raw[:2]!r})")
+        r = _Reader(raw, 2)
+        n_events, last_gap, first_ts, last_ts = r.unpack(_HEAD)
+        counts = list(r.unpack(_COUNTS))
+        floors = list(r.unpack(_FLOORS))
+        seq: list[SeqEntry] = []
+        for _ in range(r.unpack(_U16)[0]):
+            code, ts, h = r.unpack(_SEQ)
+            seq.append((r.string(), code, ts, h))
+        windows: list[dict[int, list[int]]] = []
+        for _ in range(r.unpack(_U16)[0]):
+            buckets: dict[int, list[int]] = {}
+            for _ in range(r.unpack(_U16)[0]):
+                b, *c = r.unpack(_BUCKET)
+                buckets[b] = list(c)
+            windows.append(buckets)
+        purchased = [r.string() for _ in range(r.unpack(_U16)[0])]
+        if r.pos != len(raw):
+            raise ValueError(f"user-state record has {len(raw) - r.pos} trailing bytes")
+        return cls(n_events, seq, last_gap, floors, counts, windows, purchased, first_ts, last_ts)
 
     def summary(self, limits: FeatureLimits) -> dict[str, Any]:
         """A readable view (CLI, web, tests)."""
@@ -184,3 +212,46 @@ class UserState:
 def _gap(prev_ts: float, ts: float) -> float:
     # Out-of-order events (clock skew between producers) count as simultaneous, never negative.
     return max(0.0, ts - prev_ts)
+
+
+# Little-endian layout: magic, head, counts, floors, seq (type, ts, id digest, item), windows, purchased.
+_HEAD = struct.Struct("<Qddd")
+_COUNTS = struct.Struct(f"<{N_TYPES}Q")
+_FLOORS = struct.Struct(f"<{N_TYPES}d")
+_SEQ = struct.Struct("<BdQ")
+_BUCKET = struct.Struct(f"<q{N_TYPES}I")
+_U16 = struct.Struct("<H")
+_U8 = struct.Struct("<B")
+
+
+def _put_str(out: bytearray, s: str) -> None:
+    # one length byte for the usual short id, 0xFF + u16 for longer ones
+    b = s.encode()
+    if len(b) < 0xFF:
+        out.append(len(b))
+    else:
+        out.append(0xFF)
+        out += _U16.pack(len(b))
+    out += b
+
+
+class _Reader:
+    def __init__(self, raw: bytes, pos: int) -> None:
+        self.raw, self.pos = raw, pos
+
+    def unpack(self, st: struct.Struct) -> tuple[Any, ...]:
+        if self.pos + st.size > len(self.raw):
+            raise ValueError("truncated user-state record")
+        out = st.unpack_from(self.raw, self.pos)
+        self.pos += st.size
+        return out
+
+    def string(self) -> str:
+        (n,) = self.unpack(_U8)
+        if n == 0xFF:
+            (n,) = self.unpack(_U16)
+        if self.pos + n > len(self.raw):
+            raise ValueError("truncated user-state record")
+        s = self.raw[self.pos : self.pos + n].decode()
+        self.pos += n
+        return s

@@ -3,9 +3,7 @@ import random
 from streamrec.events.schema import Event
 from streamrec.features.user_state import FeatureLimits, UserState
 
-LIM = FeatureLimits(
-    sequence_max=8, dedup_ids=16, purchased_max=3, windows_s=(3600, 86400), window_buckets=12
-)
+LIM = FeatureLimits(sequence_max=8, purchased_max=3, windows_s=(3600, 86400), window_buckets=12)
 
 
 def e(i, etype="click", item=None, ts=None, user="u"):
@@ -28,7 +26,7 @@ def test_replay_of_the_same_log_changes_nothing():
     for x in events:
         s.apply(x, LIM)
     snapshot = s.to_bytes()
-    for x in events[-10:]:  # within the dedup memory
+    for x in events:  # the whole log again, older than the kept sequence included
         assert not s.apply(x, LIM)
     assert s.to_bytes() == snapshot
 
@@ -42,7 +40,6 @@ def test_sequence_bounded_and_gaps_kept_at_the_cut():
     assert items == [f"i{i}" for i in range(12, 20)]
     # the first kept event still knows its gap to the (dropped) predecessor
     assert gaps == [float(i * i - (i - 1) * (i - 1)) for i in range(12, 20)]
-    assert len(s.recent_ids) <= LIM.dedup_ids
 
 
 def test_first_event_gap_is_negative():
@@ -71,11 +68,54 @@ def test_rolling_windows():
     assert s.window_counts(86400, t0 + 2 * 86400, LIM) == [0, 0, 1]
 
 
-def test_bytes_roundtrip_and_size_bounded():
+def test_bytes_roundtrip_and_size_bounded_at_default_limits():
+    lim = FeatureLimits()  # the shipped defaults, every limit filled
+    rnd = random.Random(0)
     s = UserState()
-    for i in range(500):
-        s.apply(e(i, random.Random(i).choice(["browse", "click", "purchase"])), LIM)
+    for i in range(2000):
+        etype = rnd.choice(["browse", "click", "purchase"])
+        s.apply(
+            Event(
+                f"evt-{i:010d}-{rnd.random()}",
+                "u",
+                f"item{rnd.randrange(10**6)}",
+                etype,
+                1.7e9 + 37.5 * i,
+            ),
+            lim,
+        )
+    assert len(s.seq) == lim.sequence_max and len(s.purchased) == lim.purchased_max
     raw = s.to_bytes()
-    back = UserState.from_bytes(raw)
-    assert back == s
+    assert UserState.from_bytes(raw) == s
     assert len(raw) < 4096
+
+
+def test_corrupt_records_are_refused():
+    s = UserState()
+    s.apply(e(1), LIM)
+    raw = s.to_bytes()
+    for bad in (raw[:-3], raw + b"x", b"XX" + raw[2:]):
+        try:
+            UserState.from_bytes(bad)
+        except ValueError:
+            continue
+        raise AssertionError(f"accepted {bad!r}")
+
+
+def test_replayed_events_older_than_the_kept_sequence_are_not_counted():
+    s = UserState()
+    for i in range(20):
+        s.apply(e(i, "click", ts=1.7e9 + 100 * i), LIM)
+    # a new id on the click topic, but older than the clicks already trimmed: taken as a replay
+    assert not s.apply(Event("brand-new", "u", "ix", "click", 1.7e9 + 100 * 5), LIM)
+    # the browse topic is consumed independently: an older browse is still new
+    assert s.apply(Event("brand-new-2", "u", "iy", "browse", 1.7e9 + 100 * 5), LIM)
+    # out of order but newer than the trimmed clicks: counted
+    assert s.apply(Event("brand-new-3", "u", "iz", "click", 1.7e9 + 100 * 15 + 1), LIM)
+    assert s.n_events == 22
+
+
+def test_long_ids_roundtrip():
+    s = UserState()
+    s.apply(Event("e-long", "u", "é" * 300, "purchase", 1.7e9), LIM)
+    assert UserState.from_bytes(s.to_bytes()) == s
