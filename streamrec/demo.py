@@ -109,7 +109,7 @@ def _wait_processed(port: int, target: int, timeout_s: float, proc: subprocess.P
         if h:
             c = h["metrics"]["counters"]
             seen = int(c.get("events_in", 0))
-            if seen >= target and h["metrics"].get("counters", {}).get("lists_out", 0) > 0:
+            if seen >= target and c.get("lists_out", 0) > 0:
                 return seen
         time.sleep(0.5)
     return seen

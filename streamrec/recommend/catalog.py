@@ -34,9 +34,6 @@ class Catalog:
             self.index.upsert(it.item_id, None if vectors is None else vectors[i], it.available)
         return changed
 
-    def upsert(self, item: Item) -> bool:
-        return self.upsert_many([item])
-
     def delete(self, item_id: str) -> None:
         self.items.pop(item_id, None)
         self.index.set_available(item_id, False)

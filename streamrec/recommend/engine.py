@@ -171,7 +171,3 @@ class Recommender:
         # Before a catalog arrives, any item seen in events may be listed; after, only available ones.
         listable = index.is_available if len(index) else None
         return self.popularity.top(self.k, exclude=job.purchased, accept=listable)
-
-    def popular_list(self, exclude: frozenset[str] = frozenset()) -> list[tuple[str, float]]:
-        """The fallback list for a user with no history."""
-        return self._popular(Job(Event("", "", "", "browse", 0.0), -1, (), (), (), exclude))

@@ -31,10 +31,6 @@ class ItemIndex:
         """The live [N, dim] item vectors (a view; do not keep it across upserts)."""
         return self._matrix[: len(self.ids)]
 
-    @property
-    def n_available(self) -> int:
-        return int(torch.isfinite(self._bias[: len(self.ids)]).sum())
-
     def _grow(self, need: int) -> None:
         cap = self._matrix.shape[0]
         if need <= cap:

@@ -9,11 +9,11 @@ import orjson
 import pytest
 
 from streamrec.features.user_state import UserState
+from streams.topics import create_topics
 from tests.integration.worker_proc import (
     WorkerProcess,
     latest_by_key,
     make_settings,
-    prepare_topics,
     read_topic,
     send_events,
     send_items,
@@ -42,7 +42,7 @@ def test_category_shopper_gets_a_list_of_that_category_without_purchases(
     s = make_settings(
         kafka_bootstrap, unique_name("cat"), tmp_path, checkpoint=str(trained_world.checkpoint)
     )
-    prepare_topics(s)
+    create_topics(s)
     send_items(s, world.items)
     category_of = {it["item_id"]: it["category"] for it in world.items}
     by_cat: dict[str, list[str]] = {}
@@ -88,7 +88,7 @@ def test_malformed_events_are_dead_lettered_while_good_ones_are_processed(
     from kafka import KafkaProducer
 
     s = make_settings(kafka_bootstrap, unique_name("dlq"), tmp_path)
-    prepare_topics(s)
+    create_topics(s)
     now = time.time()
     good = [
         {
@@ -174,7 +174,7 @@ def test_restarted_worker_recovers_its_tables_and_counts_nothing_twice(
     kafka_bootstrap, unique_name, tmp_path
 ):
     s = make_settings(kafka_bootstrap, unique_name("rec"), tmp_path)
-    prepare_topics(s)
+    create_topics(s)
     t0 = time.time() - 3000
     users = [f"r{u}" for u in range(6)]
     first = [

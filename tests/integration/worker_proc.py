@@ -18,7 +18,6 @@ from kafka import KafkaConsumer, KafkaProducer
 
 from streamrec.kafka.broker import free_port
 from streamrec.settings import Settings, load_settings
-from streams.topics import create_topics
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -122,10 +121,6 @@ class WorkerProcess:
                 self.proc.wait()
         self._log.close()
         return self.proc.returncode
-
-
-def prepare_topics(s: Settings) -> None:
-    create_topics(s)
 
 
 def producer(s: Settings) -> KafkaProducer:
