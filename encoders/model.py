@@ -185,20 +185,64 @@ class CausalSelfAttention(nn.Module):
         self.attn_dropout = nn.Dropout(cfg.dropout)
         self.resid_dropout = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: Tensor, dist: Tensor, allowed: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Full pass. x [B,T,C]; dist [T,T] = i-j clamped to [0,W); allowed [B,1,T,T].
-        Returns the output and this layer's keys and values [B,H,T,hd] (for cache refills)."""
+    def forward(self, x: Tensor, valid: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Full pass. x [B,T,C]; valid [B,T] (False = left padding). Returns the output and this
+        layer's keys and values [B,H,T,hd] (for cache refills)."""
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)
         q = q.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
         k = k.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
         v = v.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
-        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(self.head_dim))
-        att = att + self.rel_bias[:, dist]  # [H,T,T] broadcast over the batch
-        att = att.masked_fill(~allowed, float("-inf"))
-        att = self.attn_dropout(F.softmax(att, dim=-1))
-        y = (att @ v).transpose(1, 2).contiguous().view(B, T, C)
+        y = self.windowed_attention(q, k, v, valid)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_dropout(self.c_proj(y)), k, v
+
+    def windowed_attention(self, q: Tensor, k: Tensor, v: Tensor, valid: Tensor) -> Tensor:
+        """Sliding-window attention in blocks of W queries: block b attends to key blocks b-1
+        and b only, so the cost is T*2W rather than T*T. Blocks are aligned to the END of the
+        sequence (padding is added on the left). ``reference_attention`` is the plain T*T form."""
+        B, H, T, hd = q.shape
+        W = self.window
+        n = -(-T // W)
+        pad = n * W - T
+        if pad:
+            q, k, v = (F.pad(t, (0, 0, pad, 0)) for t in (q, k, v))
+            valid = F.pad(valid, (pad, 0), value=False)
+
+        def two_blocks(t: Tensor) -> Tensor:  # [B,H,n*W,hd] -> [B,H,n,2W,hd]: blocks b-1, b
+            t = t.view(B, H, n, W, hd)
+            return torch.cat([F.pad(t, (0, 0, 0, 0, 1, 0))[:, :, :n], t], dim=3)
+
+        vb = valid.view(B, n, W)
+        keys_valid = torch.cat([F.pad(vb, (0, 0, 1, 0), value=False)[:, :n], vb], dim=2)
+        r = torch.arange(W, device=q.device)
+        dist = r[:, None] + W - torch.arange(2 * W, device=q.device)[None, :]  # [W, 2W]
+        bias = self.rel_bias[:, dist.clamp(0, W - 1)]  # [H,W,2W]
+        bias = bias.masked_fill((dist < 0) | (dist >= W), float("-inf"))
+        # A padding query keeps its own key (dist 0) so its softmax is never all -inf: its junk
+        # output must stay finite, since 0 * NaN would leak through later layers' att @ v.
+        ok = keys_valid[:, :, None, :] | (dist == 0)[None, None]  # [B,n,W,2W]
+        mask = (
+            bias[None, :, None]
+            + torch.zeros_like(ok, dtype=q.dtype).masked_fill(~ok, float("-inf"))[:, None]
+        )
+        p = self.attn_dropout.p if self.training else 0.0
+        y = F.scaled_dot_product_attention(
+            q.view(B, H, n, W, hd), two_blocks(k), two_blocks(v), attn_mask=mask, dropout_p=p
+        )
+        return y.reshape(B, H, n * W, hd)[:, :, pad:]
+
+    def reference_attention(self, q: Tensor, k: Tensor, v: Tensor, valid: Tensor) -> Tensor:
+        """The T*T form of ``windowed_attention`` (eval mode), kept to test it against."""
+        T = q.shape[2]
+        i = torch.arange(T, device=q.device)
+        rel = i[:, None] - i[None, :]
+        allowed = ((rel >= 0) & (rel < self.window))[None] & valid[:, None, :]
+        allowed = (allowed | torch.eye(T, dtype=torch.bool, device=q.device)[None])[:, None]
+        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(self.head_dim))
+        att = att + self.rel_bias[:, rel.clamp(0, self.window - 1)]
+        att = att.masked_fill(~allowed, float("-inf"))
+        return F.softmax(att, dim=-1) @ v
 
     def step(
         self, x: Tensor, k_ring: Tensor, v_ring: Tensor, positions: Tensor, starts: Tensor
@@ -242,8 +286,8 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(cfg.d_model)
         self.mlp = MLP(cfg)
 
-    def forward(self, x: Tensor, dist: Tensor, allowed: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        a, k, v = self.attn(self.ln_1(x), dist, allowed)
+    def forward(self, x: Tensor, valid: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        a, k, v = self.attn(self.ln_1(x), valid)
         x = x + a
         return x + self.mlp(self.ln_2(x)), k, v
 
@@ -284,21 +328,10 @@ class UserTower(nn.Module):
         self, item_vecs: Tensor, types: Tensor, gap_buckets: Tensor, valid: Tensor
     ) -> tuple[Tensor, list[tuple[Tensor, Tensor]]]:
         """``forward`` that also returns every layer's keys and values [B,H,T,hd]."""
-        T = types.shape[1]
-        i = torch.arange(T, device=types.device)
-        rel = i[:, None] - i[None, :]
-        in_window = (rel >= 0) & (rel < self.cfg.window)
-        # The diagonal is always allowed so a padding query still has one key (no NaN softmax);
-        # real queries never see padding keys.
-        allowed = (in_window[None] & valid[:, None, :]) | torch.eye(
-            T, dtype=torch.bool, device=types.device
-        )[None]
-        allowed = allowed[:, None]  # [B,1,T,T]
-        dist = rel.clamp(0, self.cfg.window - 1)
         x = self.drop(self.embed(item_vecs, types, gap_buckets))
         kvs = []
         for block in self.blocks:
-            x, k, v = block(x, dist, allowed)
+            x, k, v = block(x, valid)
             kvs.append((k, v))
         return self.ln_f(x), kvs
 

@@ -12,18 +12,25 @@ import hashlib
 import logging
 import random
 import time
-from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 from tqdm import tqdm
 
 from encoders.checkpoint import TrainedModel
+from encoders.evaluate import (
+    encode_history,
+    evaluate_model,
+    popularity_scores,
+    rank_all,
+    user_vectors,
+)
 from encoders.item_features import ItemFeatures, ItemFeaturizer
+from encoders.metrics import at_k
 from encoders.model import EncoderConfig, StreamRecModel, left_pad
 
 log = logging.getLogger(__name__)
@@ -45,7 +52,13 @@ class TrainConfig:
     val_users: int = 1000  # users whose last event is held out for early stopping (0 = none)
     id_dropout: float = 0.1  # share of items trained per step without their id embedding
     grad_clip: float = 1.0
-    eval_k: int = 10
+    eval_k: int = 10  # early stopping watches validation NDCG@eval_k
+    exclude_history: bool = False  # validation ranking drops the user's own history items
+    # "full": softmax over the whole vocabulary; "sampled": over the targets plus ``negatives``
+    # items drawn uniformly per step and shared by the batch (for large catalogs)
+    loss: str = "full"
+    negatives: int = 1024
+    max_minutes: float = 0.0  # stop after the epoch that passes this much time (0 = no limit)
 
 
 # --------------------------------------------------------------------------------------------
@@ -56,49 +69,11 @@ def _ordered(seq: Sequence[Event]) -> list[Event]:
     return sorted(seq, key=lambda e: e[2])  # stable: equal timestamps keep their given order
 
 
-def _encode(seq: Sequence[Event], row_of: Mapping[str, int]) -> Encoded:
-    rows = [row_of.get(item, 0) for item, _, _ in seq]
-    types = [int(t) for _, t, _ in seq]
-    gaps = [-1.0] + [float(seq[i][2] - seq[i - 1][2]) for i in range(1, len(seq))]
-    return rows, types, gaps[: len(seq)]
-
-
-def _user_vectors(
-    model: StreamRecModel, item_vecs: Tensor, histories: Sequence[Encoded], batch: int = 512
-) -> Tensor:
-    """Vector after each history's last event [U,d]; exact from the last context_events."""
-    ctx = model.cfg.context_events
-    out = []
-    with torch.no_grad():
-        for s in range(0, len(histories), batch):
-            part = [(r[-ctx:], t[-ctx:], g[-ctx:]) for r, t, g in histories[s : s + batch]]
-            rows, types, gapb, valid = left_pad(part, model.cfg.n_gap_buckets)
-            out.append(model.user_tower(item_vecs[rows], types, gapb, valid)[:, -1])
-    return torch.cat(out) if out else item_vecs.new_zeros((0, item_vecs.shape[1]))
-
-
-def _ranks(scores: Tensor, targets: Tensor) -> Tensor:
-    """0-based rank of each target among the scored columns; ties count the lower column first.
-    Column 0 (the unknown-item row) never ranks; a target of 0 (item outside the vocabulary)
-    gets rank = number of columns, i.e. a miss at any k."""
-    scores = scores.clone()
-    scores[:, 0] = float("-inf")
-    t = scores.gather(1, targets[:, None])
-    cols = torch.arange(scores.shape[1])[None, :]
-    rank = (scores > t).sum(1) + ((scores == t) & (cols < targets[:, None])).sum(1)
-    return torch.where(targets == 0, scores.shape[1], rank)
-
-
-def _hr_ndcg(ranks: Tensor, k: int) -> tuple[float, float]:
-    if ranks.numel() == 0:
-        return 0.0, 0.0
-    hit = ranks < k
-    ndcg = torch.where(hit, 1.0 / torch.log2(ranks.double() + 2.0), 0.0)
-    return float(hit.double().mean()), float(ndcg.mean())
+_encode = encode_history
 
 
 # --------------------------------------------------------------------------------------------
-# Holdout protocol
+# Holdout protocol of `streamrec train` (event logs): each user's last event
 
 
 def split_holdout(
@@ -126,26 +101,17 @@ def evaluate_next_item(
     for the model (user vector after the user's training history) and for item popularity
     counted on ``train_seqs``. Already-seen items are not excluded (repeat events are real
     next events). History items outside the vocabulary enter as the unknown-item vector."""
-    model, row_of = trained.model, trained.row_of
-    users = [u for u in holdout if train_seqs.get(u)]
-    item_vecs = trained.vocab_item_vectors()
-    histories = [_encode(_ordered(train_seqs[u]), row_of) for u in users]
-    targets = torch.tensor([row_of.get(holdout[u][0], 0) for u in users], dtype=torch.long)
-    model.eval()
-    user_vecs = _user_vectors(model, item_vecs, histories)
-    model_hr, model_ndcg = _hr_ndcg(_ranks(model.score(user_vecs, item_vecs), targets), k)
-
-    counts = torch.zeros(item_vecs.shape[0], dtype=torch.float64)
-    popular = Counter(row_of.get(item, 0) for seq in train_seqs.values() for item, _, _ in seq)
-    for row, c in popular.items():
-        counts[row] = c
-    pop_scores = counts[None, :].expand(len(users), -1)
-    pop_hr, pop_ndcg = _hr_ndcg(_ranks(pop_scores, targets), k)
+    cases = {u: (_ordered(train_seqs[u]), holdout[u]) for u in holdout if train_seqs.get(u)}
+    model = evaluate_model(trained, cases, (k,), exclude_history=False)
+    histories = [encode_history(h, trained.row_of) for h, _ in cases.values()]
+    targets = torch.tensor([trained.row_of.get(t[0], 0) for _, t in cases.values()])
+    pop = popularity_scores(train_seqs, trained.row_of)
+    popular = at_k(rank_all(None, pop, histories, targets, False), (k,))
     return {
         "k": k,
-        "users": len(users),
-        "model": {"hr": model_hr, "ndcg": model_ndcg},
-        "popularity": {"hr": pop_hr, "ndcg": pop_ndcg},
+        "users": len(cases),
+        "model": {"hr": model[f"hr@{k}"], "ndcg": model[f"ndcg@{k}"]},
+        "popularity": {"hr": popular[f"hr@{k}"], "ndcg": popular[f"ndcg@{k}"]},
     }
 
 
@@ -194,175 +160,243 @@ def _state_digest(model: StreamRecModel) -> str:
     return h.hexdigest()
 
 
+Validation = Mapping[str, Event]  # user -> the event right after their training sequence
+OnBest = Callable[[TrainedModel], None]
+
+
 def train_model(
     sequences: Mapping[str, Sequence[Event]],
     items: Mapping[str, Mapping[str, Any]],
     enc_cfg: EncoderConfig,
     train_cfg: TrainConfig,
     progress: bool = True,
+    validation: Validation | None = None,
+    on_best: OnBest | None = None,
 ) -> TrainedModel:
     """Train on user_id -> time-ordered (item_id, event_type_code, ts) sequences and item_id ->
     {category, price, title, available} metadata. ``n_item_ids`` and ``n_categories`` of
-    ``enc_cfg`` are replaced by the sizes found in the data."""
+    ``enc_cfg`` are replaced by the sizes found in the data.
+
+    Early stopping watches validation NDCG@eval_k: on ``validation`` (each user's next event
+    after their sequence, e.g. leave-one-out's second-to-last) when given, else on the last
+    event of ``val_users`` sampled users, held out of training. ``on_best`` receives the model
+    each time validation improves (to checkpoint it); the best epoch's weights are returned."""
     started = time.perf_counter()
     old_threads = torch.get_num_threads()
     if train_cfg.num_threads > 0:
         torch.set_num_threads(train_cfg.num_threads)
+    if train_cfg.loss not in ("full", "sampled"):
+        raise ValueError(f"TrainConfig.loss must be 'full' or 'sampled', got {train_cfg.loss!r}")
     try:
         # fork_rng: seeding must make this run reproducible without resetting the caller's RNG
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(train_cfg.seed)
-            return _train(sequences, items, enc_cfg, train_cfg, progress, started)
+            return _Trainer(sequences, items, enc_cfg, train_cfg, validation).run(
+                progress, started, on_best
+            )
     finally:
         torch.set_num_threads(old_threads)
 
 
-def _train(
-    sequences: Mapping[str, Sequence[Event]],
-    items: Mapping[str, Mapping[str, Any]],
-    enc_cfg: EncoderConfig,
-    tc: TrainConfig,
-    progress: bool,
-    started: float,
-) -> TrainedModel:
-    py_rng = random.Random(tc.seed)
-    ordered = {u: _ordered(s) for u, s in sequences.items() if len(s)}
-    for u, seq in ordered.items():
-        bad = [t for _, t, _ in seq if not 0 <= int(t) < enc_cfg.n_event_types]
-        if bad:
-            raise ValueError(f"user {u!r}: event type codes {bad[:3]} out of range")
+class _Trainer:
+    def __init__(
+        self,
+        sequences: Mapping[str, Sequence[Event]],
+        items: Mapping[str, Mapping[str, Any]],
+        enc_cfg: EncoderConfig,
+        tc: TrainConfig,
+        validation: Validation | None,
+    ) -> None:
+        self.tc = tc
+        ordered = {u: _ordered(s) for u, s in sequences.items() if len(s)}
+        for u, seq in ordered.items():
+            bad = [t for _, t, _ in seq if not 0 <= int(t) < enc_cfg.n_event_types]
+            if bad:
+                raise ValueError(f"user {u!r}: event type codes {bad[:3]} out of range")
+        if validation is None:
+            # the last event of a sample of users, kept out of training and vocabulary
+            py_rng = random.Random(tc.seed)
+            eligible = sorted(u for u, s in ordered.items() if len(s) >= 3)
+            val_set = set(py_rng.sample(eligible, min(tc.val_users, len(eligible))))
+            validation = {u: ordered[u][-1] for u in val_set}
+            train_seqs = {u: (s[:-1] if u in val_set else s) for u, s in ordered.items()}
+        else:
+            train_seqs = ordered
+        self.n_users, self.n_events = len(ordered), sum(len(s) for s in ordered.values())
+        self.vocab = sorted({item for seq in train_seqs.values() for item, _, _ in seq})
+        if not self.vocab:
+            raise ValueError("no training events")
+        row_of = {item: r + 1 for r, item in enumerate(self.vocab)}
+        self.featurizer = ItemFeaturizer.fit(
+            items.values(), enc_cfg.n_price_buckets, enc_cfg.title_buckets
+        )
+        self.cfg = cfg = replace(
+            enc_cfg, n_item_ids=len(self.vocab) + 1, n_categories=self.featurizer.n_categories
+        )
+        self.vocab_features: ItemFeatures = self.featurizer.encode(
+            [{}] + [items.get(i, {}) for i in self.vocab], range(cfg.n_item_ids)
+        )
+        users = sorted(train_seqs)
+        self.encoded = [_encode(train_seqs[u], row_of) for u in users]
+        val_users = sorted(u for u in validation if train_seqs.get(u))
+        self.val_hist = [_encode(train_seqs[u], row_of) for u in val_users]
+        self.val_targets = torch.tensor(
+            [row_of.get(validation[u][0], 0) for u in val_users], dtype=torch.long
+        )
+        self.chunks = _chunks(self.encoded, tc.max_seq_len, cfg.context_events)
+        if not self.chunks:
+            raise ValueError("no user has two training events; nothing to predict")
 
-    # validation: the last event of a sample of users, kept out of training and vocabulary
-    eligible = sorted(u for u, s in ordered.items() if len(s) >= 3)
-    val_set = set(py_rng.sample(eligible, min(tc.val_users, len(eligible))))
-    train_seqs = {u: (s[:-1] if u in val_set else s) for u, s in ordered.items()}
+    def _optimizer(self, model: StreamRecModel) -> torch.optim.Optimizer:
+        decay: list[nn.Parameter] = []
+        no_decay: list[nn.Parameter] = []
+        for name, p in model.named_parameters():
+            (decay if p.dim() >= 2 and "rel_bias" not in name else no_decay).append(p)
+        return torch.optim.AdamW(
+            [
+                {"params": decay, "weight_decay": self.tc.weight_decay},
+                {"params": no_decay, "weight_decay": 0.0},
+            ],
+            lr=self.tc.lr,
+            betas=(0.9, 0.98),
+        )
 
-    vocab = sorted({item for seq in train_seqs.values() for item, _, _ in seq})
-    if not vocab:
-        raise ValueError("no training events")
-    row_of = {item: r + 1 for r, item in enumerate(vocab)}
-    featurizer = ItemFeaturizer.fit(items.values(), enc_cfg.n_price_buckets, enc_cfg.title_buckets)
-    cfg = replace(enc_cfg, n_item_ids=len(vocab) + 1, n_categories=featurizer.n_categories)
-    vocab_features: ItemFeatures = featurizer.encode(
-        [{}] + [items.get(i, {}) for i in vocab], range(cfg.n_item_ids)
-    )
+    def _loss(
+        self, model: StreamRecModel, part: Sequence[tuple[int, int, int, int]]
+    ) -> tuple[Tensor, int]:
+        tc, cfg = self.tc, self.cfg
+        rows, types, gapb, valid, tgt = _batch(self.encoded, part, cfg.n_gap_buckets)
+        ids = self.all_ids
+        if tc.id_dropout > 0:
+            # teach the feature path to stand alone: it is all an unseen item will have
+            ids = torch.where(torch.rand(cfg.n_item_ids) < tc.id_dropout, 0, ids)
+        item_vecs = model.item_tower(self.vocab_features.with_id_index(ids))
+        h = model.user_tower(item_vecs[rows], types, gapb, valid)
+        scored = tgt >= 0
+        h, tgt = h[scored], tgt[scored]
+        if tc.loss == "full" or tc.negatives >= cfg.n_item_ids - 1:
+            logits = model.score(h, item_vecs)
+            logits[:, 0] = float("-inf")  # the unknown row is never a target
+            return F.cross_entropy(logits, tgt), len(tgt)
+        # sampled softmax: column 0 holds each position's own target, then shared uniform
+        # negatives; a negative equal to the position's target is masked (an accidental hit)
+        neg = torch.randint(1, cfg.n_item_ids, (tc.negatives,))
+        pos_logit = (h * item_vecs[tgt]).sum(-1, keepdim=True)
+        neg_logits = (h @ item_vecs[neg].T).masked_fill(neg[None, :] == tgt[:, None], float("-inf"))
+        logits = torch.cat([pos_logit, neg_logits], dim=1)
+        return F.cross_entropy(logits, torch.zeros_like(tgt)), len(tgt)
 
-    users = sorted(train_seqs)
-    encoded = [_encode(train_seqs[u], row_of) for u in users]
-    val_users = sorted(val_set)
-    val_hist = [_encode(train_seqs[u], row_of) for u in val_users]
-    val_targets = torch.tensor([row_of.get(ordered[u][-1][0], 0) for u in val_users])
-    chunks = _chunks(encoded, tc.max_seq_len, cfg.context_events)
-    if not chunks:
-        raise ValueError("no user has two training events; nothing to predict")
-
-    model = StreamRecModel(cfg)
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "rel_bias" not in n]
-    no_decay = [
-        p for n, p in model.named_parameters() if not (p.dim() >= 2 and "rel_bias" not in n)
-    ]
-    opt = torch.optim.AdamW(
-        [
-            {"params": decay, "weight_decay": tc.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ],
-        lr=tc.lr,
-        betas=(0.9, 0.98),
-    )
-    gen = torch.Generator().manual_seed(tc.seed)
-    all_ids = torch.arange(cfg.n_item_ids)
-    n_batches = (len(chunks) + tc.batch_size - 1) // tc.batch_size
-
-    best_metric, best_epoch, best_state = -1.0, 0, None
-    best_val: dict[str, float | None] = {"hr": None, "ndcg": None}
-    epochs_run, epoch_loss = 0, float("nan")  # NaN until an epoch has run
-    bar = tqdm(total=tc.epochs * n_batches, disable=not progress, desc="train", unit="batch")
-    for epoch in range(1, tc.epochs + 1):
-        model.train()
-        order = torch.randperm(len(chunks), generator=gen).tolist()
-        total, count = 0.0, 0
-        for b in range(n_batches):
-            part = [chunks[i] for i in order[b * tc.batch_size : (b + 1) * tc.batch_size]]
-            rows, types, gapb, valid, tgt = _batch(encoded, part, cfg.n_gap_buckets)
-            ids = all_ids
-            if tc.id_dropout > 0:
-                # teach the feature path to stand alone: it is all an unseen item will have
-                ids = torch.where(torch.rand(cfg.n_item_ids) < tc.id_dropout, 0, all_ids)
-            item_vecs = model.item_tower(vocab_features.with_id_index(ids))
-            h = model.user_tower(item_vecs[rows], types, gapb, valid)
-            scored = tgt >= 0
-            logits = model.score(h[scored], item_vecs)
-            logits = logits.masked_fill(all_ids[None, :] == 0, float("-inf"))
-            loss = F.cross_entropy(logits, tgt[scored])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if tc.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-            opt.step()
-            n_scored = int(scored.sum())
-            total += loss.item() * n_scored
-            count += n_scored
-            bar.update(1)
-        epoch_loss = total / max(count, 1)
-        epochs_run = epoch
-
-        if not val_users:
-            bar.set_postfix(epoch=epoch, loss=f"{epoch_loss:.4f}")
-            continue
+    def _validate(self, model: StreamRecModel) -> dict[str, float]:
         model.eval()
         with torch.no_grad():
-            item_vecs = model.item_tower(vocab_features)
-            user_vecs = _user_vectors(model, item_vecs, val_hist)
-            hr, ndcg = _hr_ndcg(_ranks(model.score(user_vecs, item_vecs), val_targets), tc.eval_k)
-        bar.set_postfix(epoch=epoch, loss=f"{epoch_loss:.4f}", val_hr=f"{hr:.4f}")
-        if ndcg > best_metric:
-            best_metric, best_epoch = ndcg, epoch
-            best_val = {"hr": hr, "ndcg": ndcg}
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        elif tc.patience > 0 and epoch - best_epoch >= tc.patience:
-            break
-    bar.close()
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    else:
-        best_epoch = epochs_run
-    model.eval()
+            item_vecs = model.item_tower(self.vocab_features)
+            vecs = user_vectors(model, item_vecs, self.val_hist)
+            r = rank_all(vecs, item_vecs, self.val_hist, self.val_targets, self.tc.exclude_history)
+        return at_k(r, (self.tc.eval_k,))
 
-    seconds = time.perf_counter() - started
-    summary = {
-        "epochs_run": epochs_run,
-        "best_epoch": best_epoch,
-        "train_loss": epoch_loss if epochs_run else None,  # JSON has no NaN
-        f"val_hr@{tc.eval_k}": best_val["hr"],
-        f"val_ndcg@{tc.eval_k}": best_val["ndcg"],
-        "val_users": len(val_users),
-        "users": len(ordered),
-        "events": sum(len(s) for s in ordered.values()),
-        "vocab_size": len(vocab),
-        "seconds": round(seconds, 3),
-        "train_config": asdict(tc),
-    }
-    log.info(
-        "trained %d epochs (best %d) in %.1fs: loss %.4f, val HR@%d %s NDCG@%d %s "
-        "(%d users, %d events, %d items)",
-        epochs_run,
-        best_epoch,
-        seconds,
-        epoch_loss,
-        tc.eval_k,
-        _fmt(best_val["hr"]),
-        tc.eval_k,
-        _fmt(best_val["ndcg"]),
-        summary["users"],
-        summary["events"],
-        len(vocab),
-    )
-    return TrainedModel(
-        model=model,
-        config=cfg,
-        item_ids=vocab,
-        featurizer=featurizer,
-        vocab_features=vocab_features,
-        model_version=f"enc-{_state_digest(model)}",
-        metadata={"training": summary},
-    )
+    def _trained(self, model: StreamRecModel, metadata: dict[str, Any]) -> TrainedModel:
+        return TrainedModel(
+            model=model,
+            config=self.cfg,
+            item_ids=self.vocab,
+            featurizer=self.featurizer,
+            vocab_features=self.vocab_features,
+            model_version=f"enc-{_state_digest(model)}",
+            metadata={"training": metadata},
+        )
+
+    def run(self, progress: bool, started: float, on_best: OnBest | None) -> TrainedModel:
+        tc, cfg = self.tc, self.cfg
+        model = StreamRecModel(cfg)
+        opt = self._optimizer(model)
+        gen = torch.Generator().manual_seed(tc.seed)
+        self.all_ids = torch.arange(cfg.n_item_ids)
+        n_batches = (len(self.chunks) + tc.batch_size - 1) // tc.batch_size
+        k = tc.eval_k
+
+        best_metric, best_epoch, best_state = -1.0, 0, None
+        best_val: dict[str, float | None] = {"hr": None, "ndcg": None}
+        history: list[dict[str, float]] = []
+        epochs_run, epoch_loss = 0, float("nan")  # NaN until an epoch has run
+        bar = tqdm(total=tc.epochs * n_batches, disable=not progress, desc="train", unit="batch")
+        for epoch in range(1, tc.epochs + 1):
+            model.train()
+            order = torch.randperm(len(self.chunks), generator=gen).tolist()
+            total, count = 0.0, 0
+            for b in range(n_batches):
+                part = [self.chunks[i] for i in order[b * tc.batch_size : (b + 1) * tc.batch_size]]
+                loss, n_scored = self._loss(model, part)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if tc.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+                opt.step()
+                total += loss.item() * n_scored
+                count += n_scored
+                bar.update(1)
+            epoch_loss = total / max(count, 1)
+            epochs_run = epoch
+            elapsed_min = (time.perf_counter() - started) / 60
+            out_of_time = tc.max_minutes > 0 and elapsed_min >= tc.max_minutes
+            if not len(self.val_targets):
+                bar.set_postfix(epoch=epoch, loss=f"{epoch_loss:.4f}")
+                history.append({"epoch": epoch, "loss": epoch_loss, "minutes": elapsed_min})
+                if out_of_time:
+                    break
+                continue
+            val = self._validate(model)
+            hr, ndcg = val[f"hr@{k}"], val[f"ndcg@{k}"]
+            history.append(
+                {"epoch": epoch, "loss": epoch_loss, "minutes": elapsed_min, f"val_ndcg@{k}": ndcg}
+            )
+            bar.set_postfix(epoch=epoch, loss=f"{epoch_loss:.4f}", val_ndcg=f"{ndcg:.4f}")
+            if ndcg > best_metric:
+                best_metric, best_epoch = ndcg, epoch
+                best_val = {"hr": hr, "ndcg": ndcg}
+                best_state = {n: v.detach().clone() for n, v in model.state_dict().items()}
+                if on_best is not None:
+                    snapshot = StreamRecModel(cfg)
+                    snapshot.load_state_dict(best_state)
+                    on_best(self._trained(snapshot.eval(), {"best_epoch": epoch, **best_val}))
+            elif tc.patience > 0 and epoch - best_epoch >= tc.patience:
+                break
+            if out_of_time:
+                break
+        bar.close()
+        if best_state is not None:
+            model.load_state_dict(best_state)
+        else:
+            best_epoch = epochs_run
+        model.eval()
+
+        seconds = time.perf_counter() - started
+        summary = {
+            "epochs_run": epochs_run,
+            "best_epoch": best_epoch,
+            "train_loss": epoch_loss if epochs_run else None,  # JSON has no NaN
+            f"val_hr@{k}": best_val["hr"],
+            f"val_ndcg@{k}": best_val["ndcg"],
+            "val_users": len(self.val_targets),
+            "users": self.n_users,
+            "events": self.n_events,
+            "vocab_size": len(self.vocab),
+            "seconds": round(seconds, 3),
+            "train_config": asdict(tc),
+            "history": history,
+        }
+        log.info(
+            "trained %d epochs (best %d) in %.1fs: loss %.4f, val HR@%d %s NDCG@%d %s "
+            "(%d users, %d events, %d items)",
+            epochs_run,
+            best_epoch,
+            seconds,
+            epoch_loss,
+            k,
+            _fmt(best_val["hr"]),
+            k,
+            _fmt(best_val["ndcg"]),
+            self.n_users,
+            self.n_events,
+            len(self.vocab),
+        )
+        return self._trained(model, summary)

@@ -95,6 +95,11 @@ class RecsSettings:
 
 
 @dataclass(frozen=True)
+class DataSettings:
+    root: str
+
+
+@dataclass(frozen=True)
 class Settings:
     kafka: KafkaSettings
     topics: TopicSettings
@@ -103,6 +108,7 @@ class Settings:
     features: FeatureSettings
     model: ModelSettings
     recs: RecsSettings
+    data: DataSettings
 
     def replace(self, **sections: Mapping[str, Any]) -> Settings:
         """A copy with some keys changed: ``s.replace(app={"id": "x"})``."""

@@ -1,0 +1,100 @@
+"""Each public-format reader on small files written in the format's exact shape."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import pytest
+
+from streamrec.datasets import DATASETS, load_dataset
+from streamrec.datasets.formats import FormatError
+from streamrec.datasets.registry import resolve
+
+
+def _write(path: Path, text: str) -> Path:
+    if path.suffix == ".gz":
+        with gzip.open(path, "wt") as f:
+            f.write(text)
+    else:
+        path.write_text(text)
+    return path
+
+
+def test_sasrec_text_keeps_file_order(tmp_path: Path) -> None:
+    p = _write(tmp_path / "d.txt.gz", "1 5\n1 3\n2 3\n1 9\n2 4\n")
+    ds = load_dataset(str(p), "sasrec")
+    assert ds.sequences == {
+        "1": [("5", 0, 0.0), ("3", 0, 1.0), ("9", 0, 2.0)],
+        "2": [("3", 0, 0.0), ("4", 0, 1.0)],
+    }
+    assert not ds.has_types and not ds.has_times
+    assert (ds.n_users, ds.n_items, ds.n_events) == (2, 4, 5)
+
+
+def test_min_events_drops_short_users(tmp_path: Path) -> None:
+    p = _write(tmp_path / "d.txt", "1 5\n1 3\n2 3\n1 9\n")
+    assert set(load_dataset(str(p), "sasrec", min_events=3).sequences) == {"1"}
+
+
+def test_movielens_dat_sorts_by_time(tmp_path: Path) -> None:
+    p = _write(tmp_path / "ratings.dat", "1::10::5::300\n1::11::3::100\n2::10::4::200\n")
+    ds = load_dataset(str(p), "movielens")
+    assert ds.sequences["1"] == [("11", 0, 100.0), ("10", 0, 300.0)]
+    assert ds.has_times
+
+
+def test_recbole_inter_finds_columns_by_name(tmp_path: Path) -> None:
+    text = (
+        "item_id:token\tuser_id:token\trating:float\ttimestamp:float\n"
+        "242\t196\t3\t881250949\n302\t196\t3\t881250900\n"
+    )
+    ds = load_dataset(str(_write(tmp_path / "x.inter", text)), "recbole")
+    assert ds.sequences == {"196": [("302", 0, 881250900.0), ("242", 0, 881250949.0)]}
+
+
+def test_taobao_types_and_categories(tmp_path: Path) -> None:
+    text = "1,100,7,pv,10\n1,100,7,cart,20\n1,101,8,fav,15\n1,100,7,buy,30\n"
+    ds = load_dataset(str(_write(tmp_path / "ub.csv", text)), "taobao")
+    assert ds.sequences["1"] == [
+        ("100", 0, 10.0),
+        ("101", 1, 15.0),
+        ("100", 1, 20.0),
+        ("100", 2, 30.0),
+    ]
+    assert ds.items["101"]["category"] == "8"
+    assert ds.has_types and ds.has_times
+    assert all(t == 0 for _, t, _ in ds.without_types().sequences["1"])
+
+
+def test_own_event_log(tmp_path: Path) -> None:
+    lines = [
+        '{"event_id":"e1","user_id":"u","item_id":"a","type":"click","ts":1700000005}',
+        '{"event_id":"e2","user_id":"u","item_id":"b","type":"purchase","ts":1700000003}',
+        '{"event_id":"e2","user_id":"u","item_id":"b","type":"purchase","ts":1700000003}',
+    ]
+    ds = load_dataset(str(_write(tmp_path / "ev.jsonl", "\n".join(lines) + "\n")), "events")
+    assert ds.sequences == {"u": [("b", 2, 1700000003.0), ("a", 1, 1700000005.0)]}  # de-duplicated by event id
+
+
+def test_bad_input_is_named(tmp_path: Path) -> None:
+    with pytest.raises(FormatError, match=r"ub.csv:2: unknown behavior 'look'"):
+        load_dataset(str(_write(tmp_path / "ub.csv", "1,2,3,pv,1\n1,2,3,look,2\n")), "taobao")
+    with pytest.raises(FormatError, match="not a number"):
+        load_dataset(str(_write(tmp_path / "r.dat", "1::2::3::soon\n")), "movielens")
+    with pytest.raises(ValueError, match="give its format"):
+        load_dataset(str(_write(tmp_path / "r2.dat", "1::2::3::4\n")))
+    with pytest.raises(FileNotFoundError, match="neither a file nor a dataset"):
+        load_dataset("no-such-dataset")
+
+
+def test_registered_names_resolve_under_the_root(tmp_path: Path) -> None:
+    spec = DATASETS["ml-1m"]
+    target = tmp_path / spec.path
+    target.parent.mkdir(parents=True)
+    _write(target, "1 1\n1 2\n1 3\n")
+    got_spec, path = resolve("ml-1m", root=tmp_path)
+    assert got_spec is spec and path == target
+    assert load_dataset("ml-1m", root=tmp_path).n_events == 3
+    with pytest.raises(FileNotFoundError, match="STREAMREC_DATA_ROOT"):
+        resolve("games", root=tmp_path)
