@@ -91,6 +91,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from streamrec.datasets import DATASETS, load_dataset
+    from streamrec.quality import evaluate_checkpoint, format_table
+
+    s = _settings(args)
+    ds = load_dataset(args.dataset, args.format, root=args.data_root or s.data.root, min_events=3)
+    spec = DATASETS.get(args.dataset)
+    exclude = not args.keep_history and (spec.exclude_history if spec else True)
+    rows = evaluate_checkpoint(ds, Path(args.checkpoint or s.model.checkpoint), exclude)
+    print(format_table(ds, rows))
+    print(f"\nhistory {'removed' if exclude else 'kept'} from the ranking")
+    return 0
+
+
 def cmd_recs(args: argparse.Namespace) -> int:
     from streamrec.kafka.lookup import latest_list
 
@@ -162,6 +176,16 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--epochs", type=int, default=None)
     tr.add_argument("--seed", type=int, default=0)
     tr.set_defaults(func=cmd_train)
+
+    ev = sub.add_parser(
+        "evaluate", help="leave-one-out full-ranking HR/NDCG@10,50 of a checkpoint on a dataset"
+    )
+    ev.add_argument("dataset", help="a dataset name under data.root, or a file with --format")
+    ev.add_argument("--format", help="sasrec | movielens | recbole | taobao | events")
+    ev.add_argument("--checkpoint", help="checkpoint directory (default: model.checkpoint)")
+    ev.add_argument("--data-root", help="overrides data.root")
+    ev.add_argument("--keep-history", action="store_true", help="rank seen items too")
+    ev.set_defaults(func=cmd_evaluate)
 
     rc = sub.add_parser("recs", help="the latest list published for a user")
     rc.add_argument("user")

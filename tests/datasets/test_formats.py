@@ -74,7 +74,9 @@ def test_own_event_log(tmp_path: Path) -> None:
         '{"event_id":"e2","user_id":"u","item_id":"b","type":"purchase","ts":1700000003}',
     ]
     ds = load_dataset(str(_write(tmp_path / "ev.jsonl", "\n".join(lines) + "\n")), "events")
-    assert ds.sequences == {"u": [("b", 2, 1700000003.0), ("a", 1, 1700000005.0)]}  # de-duplicated by event id
+    assert ds.sequences == {
+        "u": [("b", 2, 1700000003.0), ("a", 1, 1700000005.0)]
+    }  # de-duplicated by event id
 
 
 def test_bad_input_is_named(tmp_path: Path) -> None:

@@ -1,0 +1,192 @@
+"""The offline quality benchmark: train presets on a dataset under leave-one-out and compare
+them with popularity on the held-out last events (full ranking, HR/NDCG@10 and @50).
+
+Each preset's best epoch (by validation NDCG@10) is checkpointed to ``<out>/<preset>`` as it is
+found, in the format the live worker loads, and the test numbers come from that checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from encoders.checkpoint import TrainedModel, load_checkpoint, save_checkpoint
+from encoders.evaluate import (
+    evaluate_model,
+    evaluate_popularity,
+    leave_one_out,
+    serving_agreement,
+)
+from encoders.presets import PRESETS, Preset
+from encoders.train import train_model
+from streamrec.datasets import Dataset
+
+log = logging.getLogger(__name__)
+KS = (10, 50)
+
+
+@dataclass
+class Row:
+    name: str
+    metrics: dict[str, float]
+    minutes: float = 0.0
+    epochs: int = 0
+    best_epoch: int = 0
+    params: int = 0
+    serving_diff: float | None = None
+    checkpoint: str = ""
+    about: str = ""
+
+
+def _params(trained: TrainedModel) -> int:
+    return sum(p.numel() for p in trained.model.parameters())
+
+
+def run_preset(
+    ds: Dataset,
+    preset: Preset,
+    out_dir: Path,
+    minutes: float,
+    seed: int,
+    exclude_history: bool,
+    progress: bool,
+    epochs: int | None = None,
+) -> Row:
+    split = leave_one_out(ds.sequences)
+    tc = dataclasses.replace(
+        preset.train,
+        seed=seed,
+        max_minutes=minutes,
+        exclude_history=exclude_history,
+        epochs=epochs if epochs is not None else preset.train.epochs,
+    )
+    if not ds.items:
+        # no item features: an item is its id, and dropping ids would leave a constant vector
+        tc = dataclasses.replace(tc, id_dropout=0.0)
+    target = out_dir / preset.name
+
+    def save_best(trained: TrainedModel) -> None:
+        trained.metadata["training"].update(dataset=ds.name, preset=preset.name)
+        save_checkpoint(target, trained)
+
+    t0 = time.perf_counter()
+    trained = train_model(
+        split.train,
+        ds.items,
+        preset.encoder,
+        tc,
+        progress=progress,
+        validation={u: v[1] for u, v in split.valid.items()},
+        on_best=save_best,
+    )
+    minutes_used = (time.perf_counter() - t0) / 60
+    summary = trained.metadata["training"]
+    summary.update(dataset=ds.name, preset=preset.name)
+    # the test numbers come from the saved checkpoint: what the worker would load
+    save_checkpoint(target, trained)
+    served = load_checkpoint(target)
+    metrics = evaluate_model(served, split.test, KS, exclude_history)
+    agreement = serving_agreement(served, split.test, users=32)
+    served.metadata["training"]["test"] = metrics
+    served.metadata["training"]["serving_agreement"] = agreement
+    save_checkpoint(target, served)
+    return Row(
+        preset.name,
+        metrics,
+        minutes=minutes_used,
+        epochs=summary["epochs_run"],
+        best_epoch=summary["best_epoch"],
+        params=_params(served),
+        serving_diff=agreement["max_abs_diff"],
+        checkpoint=str(target),
+        about=preset.about,
+    )
+
+
+def popularity_row(ds: Dataset, exclude_history: bool) -> Row:
+    split = leave_one_out(ds.sequences)
+    vocab = sorted({i for s in split.train.values() for i, _, _ in s})
+    row_of = {item: r + 1 for r, item in enumerate(vocab)}
+    metrics = evaluate_popularity(split.train, split.test, row_of, KS, exclude_history)
+    return Row("popularity", metrics, about="most events in training first")
+
+
+def evaluate_checkpoint(ds: Dataset, directory: Path, exclude_history: bool) -> list[Row]:
+    """Popularity and a saved checkpoint on the dataset's leave-one-out test cases."""
+    trained = load_checkpoint(directory)
+    split = leave_one_out(ds.sequences)
+    metrics = evaluate_model(trained, split.test, KS, exclude_history)
+    agreement = serving_agreement(trained, split.test, users=32)
+    meta = trained.metadata.get("training", {})
+    row = Row(
+        str(meta.get("preset", directory.name)),
+        metrics,
+        epochs=int(meta.get("epochs_run", 0)),
+        best_epoch=int(meta.get("best_epoch", 0)),
+        minutes=float(meta.get("seconds", 0.0)) / 60,
+        params=_params(trained),
+        serving_diff=agreement["max_abs_diff"],
+        checkpoint=str(directory),
+    )
+    return [popularity_row(ds, exclude_history), row]
+
+
+def format_table(ds: Dataset, rows: Sequence[Row], baseline: str = "sasrec") -> str:
+    base = next((r for r in rows if r.name == baseline), None)
+    head = "| model | HR@10 | NDCG@10 | HR@50 | NDCG@50 | NDCG@10 vs " + baseline
+    head += " | epochs (best) | train min | params | serve Δ |"
+    lines = [f"{ds.describe()}; leave-one-out, full ranking", "", head, "|" + "---|" * 10]
+    for r in rows:
+        m = r.metrics
+        ratio = (
+            f"{m['ndcg@10'] / base.metrics['ndcg@10']:.2f}×"
+            if base is not None and base.metrics["ndcg@10"] > 0
+            else ""
+        )
+        lines.append(
+            f"| {r.name} | {m['hr@10']:.4f} | {m['ndcg@10']:.4f} | {m['hr@50']:.4f} | "
+            f"{m['ndcg@50']:.4f} | {ratio} | "
+            + (
+                f"{r.epochs} ({r.best_epoch}) | {r.minutes:.1f} | {r.params:,} | "
+                if r.epochs
+                else "| | | "
+            )
+            + (f"{r.serving_diff:.1e} |" if r.serving_diff is not None else " |")
+        )
+    return "\n".join(lines)
+
+
+def run_quality(
+    ds: Dataset,
+    presets: Sequence[str],
+    out_dir: Path,
+    minutes: float,
+    seed: int = 0,
+    exclude_history: bool = True,
+    progress: bool = True,
+    epochs: int | None = None,
+) -> list[Row]:
+    unknown = [p for p in presets if p not in PRESETS]
+    if unknown:
+        raise ValueError(f"unknown presets {unknown}; known: {', '.join(PRESETS)}")
+    rows = [popularity_row(ds, exclude_history)]
+    for name in presets:
+        log.info("training %s on %s (budget %.0f min)", name, ds.name, minutes)
+        rows.append(
+            run_preset(ds, PRESETS[name], out_dir, minutes, seed, exclude_history, progress, epochs)
+        )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "results.json").write_text(
+        json.dumps([dataclasses.asdict(r) for r in rows], indent=2) + "\n"
+    )
+    return rows
+
+
+def as_json(rows: Sequence[Row]) -> list[dict[str, Any]]:
+    return [dataclasses.asdict(r) for r in rows]
