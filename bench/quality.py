@@ -17,7 +17,7 @@ from pathlib import Path
 
 from encoders.presets import PRESETS
 from streamrec.datasets import DATASETS, load_dataset
-from streamrec.quality import format_table, run_quality
+from streamrec.quality import format_table, load_rows, run_quality
 
 
 def main() -> int:
@@ -25,13 +25,28 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("dataset", help=f"a name ({', '.join(DATASETS)}) or a file with --format")
-    p.add_argument("--format", help="sasrec | movielens | recbole | taobao | events")
+    p.add_argument(
+        "--format", help="sasrec | movielens | recbole | taobao | trivago | yoochoose | events"
+    )
     p.add_argument("--presets", default=",".join(PRESETS), help="comma-separated presets")
     p.add_argument("--minutes", type=float, default=60.0, help="training budget per preset")
     p.add_argument("--epochs", type=int, default=None, help="cap epochs (default: budget/patience)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", default="0", help="comma-separated; >1 prints median (min–max)")
     p.add_argument("--out", default=None, help="default var/quality/<dataset>")
     p.add_argument("--data-root", default=None, help="overrides data.root")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="override a model or training field of every preset (repeatable)",
+    )
+    p.add_argument(
+        "--report",
+        nargs="+",
+        metavar="RESULTS_JSON",
+        help="print the table of earlier runs' results.json files instead of training",
+    )
     p.add_argument("--untyped", action="store_true", help="treat every event type alike")
     p.add_argument(
         "--keep-history",
@@ -43,6 +58,9 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
 
     ds = load_dataset(args.dataset, args.format, root=args.data_root, min_events=3)
+    if args.report:
+        print(format_table(ds, load_rows([Path(p) for p in args.report])))
+        return 0
     if args.untyped:
         ds = ds.without_types()
     spec = DATASETS.get(args.dataset)
@@ -55,9 +73,10 @@ def main() -> int:
         [s for s in args.presets.split(",") if s],
         out,
         args.minutes,
-        seed=args.seed,
+        seeds=[int(x) for x in args.seeds.split(",") if x],
         exclude_history=exclude,
         epochs=args.epochs,
+        overrides=args.set,
     )
     print()
     print(format_table(ds, rows))

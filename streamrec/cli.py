@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import logging
 import sys
 from pathlib import Path
@@ -57,20 +58,45 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from streamrec.eventlog import read_events, read_items
-    from streamrec.replay import replay
+    from streamrec.eventlog import read_items
+    from streamrec.events.validate import MIN_TS
+    from streamrec.replay import ReplayError, ReplayStateError, replay
+    from streamrec.replay_sources import open_source
 
     s = _settings(args)
+    try:
+        source = open_source(args.source, args.format, root=args.data_root or s.data.root)
+        if args.time_scale is not None and not source.has_times:
+            raise ValueError(f"{source.format} has no timestamps to scale; use --rate")
+        events, total = source.events(args.order, args.limit)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    first = next(events, None)
+    ts = first.get("ts") if first is not None else None
+    if isinstance(ts, int | float) and ts < MIN_TS and not args.retime:
+        print(
+            f"warning: events start at ts {ts}, before 2000-01-01: the workers reject "
+            "them as bad_timestamp (use --retime to stamp them with the send time)",
+            file=sys.stderr,
+        )
     items = list(read_items(args.items)) if args.items else None
-    summary = replay(
-        read_events(args.file),
-        s.kafka_client_config(),
-        s.topics.event_topics(),
-        rate=args.rate,
-        items=items,
-        items_topic=s.topics.items,
-        retime=args.retime,
-    )
+    try:
+        summary = replay(
+            itertools.chain([first] if first is not None else [], events),
+            s.kafka_client_config(),
+            s.topics.event_topics(),
+            rate=args.rate,
+            items=items,
+            items_topic=s.topics.items,
+            total=total,
+            retime=args.retime,
+            time_scale=args.time_scale,
+            state_path=args.state,
+        )
+    except (ReplayError, ReplayStateError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1 if isinstance(exc, ReplayError) else 2
     print(summary.format())
     return 0
 
@@ -132,6 +158,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # light imports: no Kafka client, no torch
+    from streamrec.datasets import DATASETS
+    from streamrec.replay_sources import FORMATS, ORDERS
+
     p = argparse.ArgumentParser(prog="streamrec", description=__doc__)
     p.add_argument(
         "--config", help="TOML file overriding config/default.toml (or $STREAMREC_CONFIG)"
@@ -160,12 +190,37 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--out", default="var/generated")
     g.set_defaults(func=cmd_generate)
 
-    r = sub.add_parser("replay", help="publish an event log (JSONL) to the event topics")
-    r.add_argument("file")
+    r = sub.add_parser(
+        "replay",
+        help="publish an event log or a public dataset to the event topics",
+        description="Publish events to the event topics: a file in the project's format "
+        "(JSON Lines, CSV, Parquet), a public log with --format, or a dataset name under data.root.",
+    )
+    r.add_argument("source", help=f"a file, or a dataset name: {', '.join(DATASETS)}")
+    r.add_argument("--format", choices=FORMATS, help="default: by the file's suffix")
+    r.add_argument("--data-root", help="overrides data.root for dataset names")
     r.add_argument("--items", help="catalog JSONL to publish first")
-    r.add_argument(
+    pace = r.add_mutually_exclusive_group()
+    pace.add_argument(
         "--rate", type=float, default=None, help="events/s (default: as fast as possible)"
     )
+    pace.add_argument(
+        "--time-scale",
+        type=float,
+        default=None,
+        help="follow the original timestamps, this many source seconds per second (3600: an hour/s)",
+    )
+    r.add_argument(
+        "--state",
+        help="resume file: records how far the replay got; a rerun with it continues from there",
+    )
+    r.add_argument(
+        "--order",
+        choices=ORDERS,
+        default=None,
+        help="time (default where the source has timestamps; loads it into memory) or file",
+    )
+    r.add_argument("--limit", type=int, default=None, help="only the first N events of the order")
     r.add_argument("--retime", action="store_true", help="stamp events with the send time")
     r.set_defaults(func=cmd_replay)
 
@@ -181,7 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate", help="leave-one-out full-ranking HR/NDCG@10,50 of a checkpoint on a dataset"
     )
     ev.add_argument("dataset", help="a dataset name under data.root, or a file with --format")
-    ev.add_argument("--format", help="sasrec | movielens | recbole | taobao | events")
+    ev.add_argument(
+        "--format", help="sasrec | movielens | recbole | taobao | trivago | yoochoose | events"
+    )
     ev.add_argument("--checkpoint", help="checkpoint directory (default: model.checkpoint)")
     ev.add_argument("--data-root", help="overrides data.root")
     ev.add_argument("--keep-history", action="store_true", help="rank seen items too")

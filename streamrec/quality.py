@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -137,29 +138,82 @@ def evaluate_checkpoint(ds: Dataset, directory: Path, exclude_history: bool) -> 
     return [popularity_row(ds, exclude_history), row]
 
 
+def _cell(values: Sequence[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.4f}"
+    return f"{statistics.median(values):.4f} ({min(values):.4f}–{max(values):.4f})"
+
+
 def format_table(ds: Dataset, rows: Sequence[Row], baseline: str = "sasrec") -> str:
-    base = next((r for r in rows if r.name == baseline), None)
+    """Markdown table, one line per model; several rows of one model (seeds) are shown as
+    median (min–max)."""
+    names = list(dict.fromkeys(r.name for r in rows))
+    groups = {n: [r for r in rows if r.name == n] for n in names}
+    base = groups.get(baseline)
+    base_ndcg = statistics.median(r.metrics["ndcg@10"] for r in base) if base else 0.0
+    seeds = max(len(g) for g in groups.values())
     head = "| model | HR@10 | NDCG@10 | HR@50 | NDCG@50 | NDCG@10 vs " + baseline
     head += " | epochs (best) | train min | params | serve Δ |"
-    lines = [f"{ds.describe()}; leave-one-out, full ranking", "", head, "|" + "---|" * 10]
-    for r in rows:
-        m = r.metrics
-        ratio = (
-            f"{m['ndcg@10'] / base.metrics['ndcg@10']:.2f}×"
-            if base is not None and base.metrics["ndcg@10"] > 0
-            else ""
+    lines = [
+        f"{ds.describe()}; leave-one-out, full ranking"
+        + (f"; median (min–max) over {seeds} seeds" if seeds > 1 else ""),
+        "",
+        head,
+        "|" + "---|" * 10,
+    ]
+    for name, g in groups.items():
+        cells = [_cell([r.metrics[m] for r in g]) for m in ("hr@10", "ndcg@10", "hr@50", "ndcg@50")]
+        ndcg = statistics.median(r.metrics["ndcg@10"] for r in g)
+        ratio = f"{ndcg / base_ndcg:.2f}×" if base_ndcg > 0 else ""
+        r0 = g[0]
+        trained = (
+            f"{'/'.join(str(r.epochs) for r in g)} ({'/'.join(str(r.best_epoch) for r in g)}) | "
+            f"{statistics.median(r.minutes for r in g):.1f} | {r0.params:,}"
+            if r0.epochs
+            else " | | "
         )
+        diffs = [r.serving_diff for r in g if r.serving_diff is not None]
         lines.append(
-            f"| {r.name} | {m['hr@10']:.4f} | {m['ndcg@10']:.4f} | {m['hr@50']:.4f} | "
-            f"{m['ndcg@50']:.4f} | {ratio} | "
-            + (
-                f"{r.epochs} ({r.best_epoch}) | {r.minutes:.1f} | {r.params:,} | "
-                if r.epochs
-                else "| | | "
-            )
-            + (f"{r.serving_diff:.1e} |" if r.serving_diff is not None else " |")
+            f"| {name} | {' | '.join(cells)} | {ratio} | {trained} | "
+            + (f"{max(diffs):.1e} |" if diffs else " |")
         )
     return "\n".join(lines)
+
+
+def with_overrides(preset: Preset, overrides: Sequence[str]) -> Preset:
+    """``key=value`` pairs applied to the preset's EncoderConfig or TrainConfig field of that
+    name (e.g. ``dropout=0.3``, ``batch_size=256``)."""
+    enc: dict[str, Any] = {}
+    train: dict[str, Any] = {}
+    enc_fields = {f.name: f for f in dataclasses.fields(preset.encoder)}
+    train_fields = {f.name: f for f in dataclasses.fields(preset.train)}
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or (key not in enc_fields and key not in train_fields):
+            raise ValueError(f"override {item!r}: expected FIELD=VALUE with a model/training field")
+        current = getattr(preset.encoder if key in enc_fields else preset.train, key)
+        value: Any = (
+            text.lower() in ("1", "true", "yes")
+            if isinstance(current, bool)
+            else type(current)(text)
+        )
+        (enc if key in enc_fields else train)[key] = value
+    return dataclasses.replace(
+        preset,
+        encoder=dataclasses.replace(preset.encoder, **enc),
+        train=dataclasses.replace(preset.train, **train),
+    )
+
+
+def load_rows(paths: Sequence[Path]) -> list[Row]:
+    """Rows saved by earlier runs (``results.json``), popularity once."""
+    rows: list[Row] = []
+    for path in paths:
+        for r in json.loads(Path(path).read_text()):
+            if r["name"] == "popularity" and any(x.name == "popularity" for x in rows):
+                continue
+            rows.append(Row(**r))
+    return rows
 
 
 def run_quality(
@@ -167,20 +221,33 @@ def run_quality(
     presets: Sequence[str],
     out_dir: Path,
     minutes: float,
-    seed: int = 0,
+    seeds: Sequence[int] = (0,),
     exclude_history: bool = True,
     progress: bool = True,
     epochs: int | None = None,
+    overrides: Sequence[str] = (),
 ) -> list[Row]:
     unknown = [p for p in presets if p not in PRESETS]
     if unknown:
         raise ValueError(f"unknown presets {unknown}; known: {', '.join(PRESETS)}")
     rows = [popularity_row(ds, exclude_history)]
     for name in presets:
-        log.info("training %s on %s (budget %.0f min)", name, ds.name, minutes)
-        rows.append(
-            run_preset(ds, PRESETS[name], out_dir, minutes, seed, exclude_history, progress, epochs)
-        )
+        for seed in seeds:
+            log.info("training %s on %s, seed %d (budget %.0f min)", name, ds.name, seed, minutes)
+            # with several seeds each gets its own checkpoint directory
+            target = out_dir if len(seeds) == 1 else out_dir / f"seed{seed}"
+            rows.append(
+                run_preset(
+                    ds,
+                    with_overrides(PRESETS[name], overrides),
+                    target,
+                    minutes,
+                    seed,
+                    exclude_history,
+                    progress,
+                    epochs,
+                )
+            )
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "results.json").write_text(
         json.dumps([dataclasses.asdict(r) for r in rows], indent=2) + "\n"

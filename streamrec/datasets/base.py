@@ -11,8 +11,9 @@ Sequences = dict[str, list[tuple[str, int, float]]]
 
 
 class Interaction(NamedTuple):
-    """One event of a public log, in the project's vocabulary. ``position`` is its 0-based index
-    among the records the source yields, stable across reads: replay derives event ids from it."""
+    """One event of a public log, in the project's vocabulary. ``position`` is its 0-based data row
+    in the source (rows a reader skips keep their numbers), stable across reads: replay derives
+    event ids from it."""
 
     user_id: str
     item_id: str

@@ -14,6 +14,8 @@ from streamrec.datasets.formats import (
     read_recbole_inter,
     read_sasrec_text,
     read_taobao,
+    read_trivago,
+    read_yoochoose,
 )
 
 Reader = Callable[[Path, dict[str, dict[str, Any]]], Iterator[Interaction]]
@@ -28,8 +30,21 @@ READERS: dict[str, Reader] = {
     "movielens": _untyped(read_movielens_dat),
     "recbole": _untyped(read_recbole_inter),
     "taobao": read_taobao,
+    "trivago": _untyped(read_trivago),
+    "yoochoose": _untyped(read_yoochoose),
 }
-HAS_TIMES = {"sasrec": False, "movielens": True, "recbole": True, "taobao": True, "events": True}
+HAS_TIMES = {
+    "sasrec": False,
+    "movielens": True,
+    "recbole": True,
+    "taobao": True,
+    "trivago": True,
+    "yoochoose": True,
+    "events": True,
+}
+# Logs where going back to an item is itself a likely next event (repeat views, re-clicks):
+# evaluating them with the history removed would hide the commonest right answer.
+REPEATS_MATTER = frozenset({"taobao", "trivago", "yoochoose"})
 
 
 @dataclass(frozen=True)
@@ -78,6 +93,20 @@ DATASETS: dict[str, DatasetSpec] = {
             exclude_history=False,
             about="Taobao UserBehavior, 814 users to 2017-12-01",
         ),
+        DatasetSpec(
+            "trivago",
+            "trivago-rsc19-100k/trivago_val_100k.csv.gz",
+            "trivago",
+            exclude_history=False,
+            about="trivago RecSys Challenge 2019, first 100k rows of the validation log",
+        ),
+        DatasetSpec(
+            "yoochoose",
+            "yoochoose-clicks-100k/yoochoose-clicks-100k_train_full.txt.gz",
+            "yoochoose",
+            exclude_history=False,
+            about="YooChoose 2015 clicks, session-rec 100k sample (train_full); sessions as users",
+        ),
     )
 }
 
@@ -112,7 +141,7 @@ def resolve(
         raise ValueError(f"{path}: give its format ({', '.join([*READERS, 'events'])})")
     if fmt not in READERS and fmt != "events":
         raise ValueError(f"unknown format {fmt!r}; one of {', '.join([*READERS, 'events'])}")
-    return DatasetSpec(path.name, str(path), fmt, exclude_history=fmt != "taobao"), path
+    return DatasetSpec(path.name, str(path), fmt, exclude_history=fmt not in REPEATS_MATTER), path
 
 
 def read_interactions(

@@ -84,6 +84,8 @@ def test_bench_quality_command(chain_file: Path, tmp_path: Path) -> None:
             "streamrec",
             "--epochs",
             "1",
+            "--seeds",
+            "0,1",
             "--out",
             str(tmp_path),
         ],
@@ -93,4 +95,34 @@ def test_bench_quality_command(chain_file: Path, tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "| popularity |" in proc.stdout and "| streamrec |" in proc.stdout
-    assert (tmp_path / "streamrec" / "model.safetensors").exists()
+    assert "median (min–max) over 2 seeds" in proc.stdout
+    for seed in (0, 1):
+        assert (tmp_path / f"seed{seed}" / "streamrec" / "model.safetensors").exists()
+
+
+def test_overrides_and_saved_reports(tmp_path: Path) -> None:
+    from encoders.presets import PRESETS
+    from streamrec.quality import Row, load_rows, with_overrides
+
+    p = with_overrides(PRESETS["sasrec"], ["dropout=0.3", "batch_size=32", "last_chunk_only=no"])
+    assert p.encoder.dropout == 0.3 and p.train.batch_size == 32 and not p.train.last_chunk_only
+    assert PRESETS["sasrec"].encoder.dropout == 0.2  # presets themselves are untouched
+    with pytest.raises(ValueError, match="FIELD=VALUE"):
+        with_overrides(PRESETS["sasrec"], ["no_such_field=1"])
+
+    pop = {"hr@10": 0.1, "ndcg@10": 0.05, "hr@50": 0.3, "ndcg@50": 0.09}
+    runs = []
+    for n, name in enumerate(("sasrec", "streamrec")):
+        rows = [
+            Row("popularity", pop),
+            Row(name, {k: v * (2 + n) for k, v in pop.items()}, epochs=3),
+        ]
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps([r.__dict__ for r in rows]))
+        runs.append(path)
+    merged = load_rows(runs)
+    assert [r.name for r in merged] == ["popularity", "sasrec", "streamrec"]
+    from streamrec.datasets import Dataset
+
+    table = format_table(Dataset("x", {"u": [("a", 0, 0.0)]}), merged)
+    assert "| streamrec | 0.3000 | 0.1500 |" in table and "1.50×" in table

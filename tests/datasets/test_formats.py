@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from streamrec.datasets import DATASETS, load_dataset
-from streamrec.datasets.formats import FormatError
+from streamrec.datasets.formats import FormatError, read_trivago, read_yoochoose
 from streamrec.datasets.registry import resolve
 
 
@@ -100,3 +100,58 @@ def test_registered_names_resolve_under_the_root(tmp_path: Path) -> None:
     assert load_dataset("ml-1m", root=tmp_path).n_events == 3
     with pytest.raises(FileNotFoundError, match="STREAMREC_DATA_ROOT"):
         resolve("games", root=tmp_path)
+
+
+TRIVAGO_HEADER = "user_id,session_id,timestamp,step,action_type,reference,platform,city,device,current_filters,impressions,prices\n"
+
+
+def test_trivago_maps_actions_and_skips_non_items(tmp_path: Path) -> None:
+    rows = [
+        'U1,s1,100,1,interaction item image,11,FR,"Marseille, France",tablet,,,',
+        'U1,s1,110,2,filter selection,Breakfast Included,FR,"Marseille, France",tablet,,,',
+        'U1,s1,120,3,interaction item rating,11,FR,"Marseille, France",tablet,,,',
+        'U1,s1,130,4,clickout item,12,FR,"Marseille, France",tablet,,11|12,80|90',
+        "U2,s2,90,1,search for destination,Paris,UK,Paris,desktop,,,",
+        "U2,s2,95,2,interaction item info,unknown,UK,Paris,desktop,,,",
+        "U2,s2,99,3,search for item,13,UK,Paris,desktop,,,",
+    ]
+    path = _write(tmp_path / "t.csv.gz", TRIVAGO_HEADER + "\n".join(rows) + "\n")
+    records = list(read_trivago(path))
+    assert [(r.user_id, r.item_id, r.type_code, r.ts, r.position) for r in records] == [
+        ("U1", "11", 0, 100.0, 0),
+        ("U1", "11", 1, 120.0, 2),
+        ("U1", "12", 2, 130.0, 3),
+        ("U2", "13", 1, 99.0, 6),
+    ]
+    ds = load_dataset(str(path), "trivago")
+    assert ds.has_types and ds.has_times and ds.n_events == 4
+    with pytest.raises(FormatError, match=r"t2\.csv:2: unknown action_type 'book'"):
+        list(read_trivago(_write(tmp_path / "t2.csv", TRIVAGO_HEADER + "U,s,1,1,book,1,,,,,,\n")))
+
+
+def test_yoochoose_sessions_are_users_and_rows_are_clicks(tmp_path: Path) -> None:
+    text = "SessionId\tItemId\tTime\n3\t214716935\t1396437466.94\n\n3\t214832672\t1396438212.318\n6\t214701242\t1396796300.848\n"
+    path = _write(tmp_path / "y.txt.gz", text)
+    records = list(read_yoochoose(path))
+    assert [(r.user_id, r.item_id, r.type_code, r.position) for r in records] == [
+        ("3", "214716935", 1, 0),
+        ("3", "214832672", 1, 2),  # the blank line is row 1
+        ("6", "214701242", 1, 3),
+    ]
+    assert records[1].ts == pytest.approx(1396438212.318)
+    with pytest.raises(FormatError, match="header needs SessionId"):
+        list(read_yoochoose(_write(tmp_path / "n.txt", "3\t1\t2\n")))
+
+
+def test_new_datasets_are_registered(tmp_path: Path) -> None:
+    files = {
+        "trivago": TRIVAGO_HEADER + "U1,s1,100,1,clickout item,12,FR,x,tablet,,12,80\n",
+        "yoochoose": "SessionId\tItemId\tTime\n3\t2\t1396437466.94\n",
+    }
+    for name, text in files.items():
+        spec = DATASETS[name]
+        assert spec.format == name and not spec.exclude_history  # repeats are real next events
+        target = tmp_path / spec.path
+        target.parent.mkdir(parents=True)
+        _write(target, text)
+        assert load_dataset(name, root=tmp_path).n_events == 1
