@@ -112,6 +112,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         out,
         epochs=args.epochs,
         seed=args.seed,
+        preset=args.preset,
     )
     print(report)
     return 0
@@ -230,6 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--out", help="checkpoint directory (default: model.checkpoint)")
     tr.add_argument("--epochs", type=int, default=None)
     tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument(
+        "--preset", default="streamrec", help="model + training recipe (encoders/presets.py)"
+    )
     tr.set_defaults(func=cmd_train)
 
     ev = sub.add_parser(

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from encoders.checkpoint import save_checkpoint
 from encoders.model import EncoderConfig
-from encoders.train import TrainConfig, evaluate_next_item, split_holdout, train_model
+from encoders.presets import PRESETS
+from encoders.train import evaluate_next_item, split_holdout, train_model
 from streamrec.eventlog import read_events, read_items
 from streamrec.training import items_by_id, sequences_from_events
 
@@ -24,17 +25,22 @@ def train_from_files(
     seed: int = 0,
     encoder: EncoderConfig | None = None,
     progress: bool = True,
+    preset: str = "streamrec",
 ) -> str:
     """Train on every user's history but the last event, report HR/NDCG@10 on those held-out
-    events for the model and for popularity, and save the checkpoint. Returns a summary."""
+    events for the model and for popularity, and save the checkpoint. Returns a summary.
+    The model and training recipe are the named preset's, the one bench/quality.py evaluates."""
     t0 = time.perf_counter()
     sequences, rejected = sequences_from_events(read_events(events_path))
     items = items_by_id(read_items(items_path)) if items_path else {}
     train_seqs, holdout = split_holdout(sequences)
-    cfg = TrainConfig(seed=seed)
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; one of {', '.join(PRESETS)}")
+    chosen = PRESETS[preset]
+    cfg = dataclasses.replace(chosen.train, seed=seed)
     if epochs is not None:
         cfg = dataclasses.replace(cfg, epochs=epochs)
-    trained = train_model(train_seqs, items, encoder or EncoderConfig(), cfg, progress=progress)
+    trained = train_model(train_seqs, items, encoder or chosen.encoder, cfg, progress=progress)
     metrics = evaluate_next_item(trained, train_seqs, holdout, k=10)
     trained.metadata.setdefault("training", {})["holdout"] = metrics
     path = save_checkpoint(out_dir, trained)

@@ -141,3 +141,29 @@ def test_rejects_bad_event_types() -> None:
         train_model(
             {"u": [("a", 7, 1.0), ("b", 0, 2.0)]}, {}, ENC, TrainConfig(epochs=1), progress=False
         )
+
+
+def test_chunks_whole_history_vs_sasrec_last_chunk() -> None:
+    from encoders.train import _chunks
+
+    encoded = [(list(range(1, 12)), [0] * 11, [1.0] * 11)]  # one user, 11 events
+    # whole history: scored positions 0..9 in chunks of 4, each reaching back ctx-1 = 2 events
+    assert _chunks(encoded, 4, 3) == [(0, 0, 0, 4), (0, 2, 4, 8), (0, 6, 8, 10)]
+    # SASRec: only the last 4 scored positions, no earlier context
+    assert _chunks(encoded, 4, 3, last_only=True) == [(0, 6, 6, 10)]
+
+
+def test_cosine_schedule() -> None:
+    from encoders.train import _Trainer
+
+    seqs, items = synthetic(seed=1, n_users=20)
+    tc = TrainConfig(epochs=5, lr_schedule="cosine", val_users=0)
+    t = _Trainer(seqs, items, ENC, tc, None)
+    per_epoch = 10
+    f = [t._lr_factor(s, per_epoch) for s in range(5 * per_epoch)]
+    assert f[0] == pytest.approx(0.1) and f[per_epoch - 1] == pytest.approx(1.0)  # warm-up
+    assert f[per_epoch] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(f[per_epoch:], f[per_epoch + 1 :], strict=False))
+    assert f[-1] < 0.01
+    const = _Trainer(seqs, items, ENC, TrainConfig(val_users=0), None)
+    assert {const._lr_factor(s, per_epoch) for s in range(30)} == {1.0}
