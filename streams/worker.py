@@ -29,9 +29,10 @@ import torch
 
 from encoders.checkpoint import CheckpointError, TrainedModel, load_checkpoint
 from streamrec.events.schema import Item
-from streamrec.events.validate import Limits, Rejection, parse_event
+from streamrec.events.validate import Limits, Rejection
 from streamrec.features.user_state import FeatureLimits, UserState
 from streamrec.recommend.engine import Job, Recommender
+from streamrec.reference import Message, validate_message
 from streamrec.settings import Settings
 from streams.app import create_app
 from streams.batcher import MicroBatcher
@@ -115,11 +116,7 @@ class Worker:
         msg = event.message
         self.metrics.inc("events_in")
         etype = self.topics.type_of[msg.topic]
-        parsed = (
-            parse_event(msg.value, etype, msg.key, self.limits)
-            if msg.key is not None
-            else Rejection("missing_key", "message has no key; the key must be the user id")
-        )
+        parsed = validate_message(Message(etype, msg.key, msg.value), self.limits)
         if isinstance(parsed, Rejection):
             await self._dead_letter(
                 msg.topic, msg.partition, msg.offset, msg.key, msg.value, parsed
