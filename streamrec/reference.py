@@ -47,7 +47,7 @@ class ReferenceRun:
     def processed(self) -> int:
         return self.accepted + self.duplicates + sum(self.rejected.values())
 
-    def table(self) -> dict[str, bytes]:
+    def table(self) -> dict[bytes, bytes]:
         """The users table as the worker stores it (key: user id bytes, value: state bytes)."""
         return {u.encode(): s.to_bytes() for u, s in self.states.items()}
 
