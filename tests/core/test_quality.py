@@ -126,3 +126,14 @@ def test_overrides_and_saved_reports(tmp_path: Path) -> None:
 
     table = format_table(Dataset("x", {"u": [("a", 0, 0.0)]}), merged)
     assert "| streamrec | 0.3000 | 0.1500 |" in table and "1.50×" in table
+
+
+def test_same_seed_same_model(chain_file: Path, tmp_path: Path) -> None:
+    # one thread: with two, parallel float sums (embedding gradients) vary in the last bits
+    ds = load_dataset(str(chain_file), "sasrec", min_events=3)
+    kw: dict = dict(minutes=5, epochs=2, progress=False, overrides=["num_threads=1"])
+    a = run_quality(ds, ["streamrec"], tmp_path / "a", **kw)
+    b = run_quality(ds, ["streamrec"], tmp_path / "b", **kw)
+    assert a[1].metrics == b[1].metrics
+    ma = load_checkpoint(tmp_path / "a" / "streamrec").model_version
+    assert ma == load_checkpoint(tmp_path / "b" / "streamrec").model_version  # weight digest
