@@ -63,8 +63,7 @@ def main() -> int:
         return 0
     if args.untyped:
         ds = ds.without_types()
-    spec = DATASETS.get(args.dataset)
-    exclude = not args.keep_history and (spec.exclude_history if spec else True)
+    exclude = not args.keep_history and ds.exclude_history
     out = Path(args.out or f"var/quality/{ds.name}")
     print(ds.describe(), flush=True)
     t0 = time.perf_counter()

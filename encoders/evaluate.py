@@ -76,7 +76,7 @@ def user_vectors(
 
 def rank_all(
     user_vecs: Tensor | None,
-    item_scores: Tensor | None,
+    item_scores: Tensor,
     histories: Sequence[Encoded],
     targets: Tensor,
     exclude_history: bool,
@@ -84,7 +84,6 @@ def rank_all(
     """Ranks of ``targets`` under per-user scores (user_vecs @ item_vecs.T, passed as
     ``item_scores`` = item_vecs) or under one score per item shared by every user
     (``user_vecs`` None, ``item_scores`` [N]). Scored in blocks of SCORE_BATCH users."""
-    assert item_scores is not None
     out = []
     for s in range(0, len(histories), SCORE_BATCH):
         e = min(s + SCORE_BATCH, len(histories))

@@ -119,13 +119,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from streamrec.datasets import DATASETS, load_dataset
+    from streamrec.datasets import load_dataset
     from streamrec.quality import evaluate_checkpoint, format_table
 
     s = _settings(args)
     ds = load_dataset(args.dataset, args.format, root=args.data_root or s.data.root, min_events=3)
-    spec = DATASETS.get(args.dataset)
-    exclude = not args.keep_history and (spec.exclude_history if spec else True)
+    exclude = not args.keep_history and ds.exclude_history
     rows = evaluate_checkpoint(ds, Path(args.checkpoint or s.model.checkpoint), exclude)
     print(format_table(ds, rows))
     print(f"\nhistory {'removed' if exclude else 'kept'} from the ranking")

@@ -253,7 +253,3 @@ def run_quality(
         json.dumps([dataclasses.asdict(r) for r in rows], indent=2) + "\n"
     )
     return rows
-
-
-def as_json(rows: Sequence[Row]) -> list[dict[str, Any]]:
-    return [dataclasses.asdict(r) for r in rows]

@@ -29,6 +29,8 @@ class Dataset:
     items: dict[str, dict[str, Any]] = field(default_factory=dict)
     has_types: bool = False  # more than one event type occurs
     has_times: bool = False  # timestamps are real, not per-user steps
+    # evaluation removes the user's own history from the ranking (see DatasetSpec)
+    exclude_history: bool = True
 
     @property
     def n_users(self) -> int:
@@ -53,7 +55,9 @@ class Dataset:
     def without_types(self) -> Dataset:
         """The same log with every event typed alike (code 0): the event-type ablation."""
         seqs = {u: [(i, 0, ts) for i, _, ts in s] for u, s in self.sequences.items()}
-        return Dataset(f"{self.name}-untyped", seqs, self.items, False, self.has_times)
+        return Dataset(
+            f"{self.name}-untyped", seqs, self.items, False, self.has_times, self.exclude_history
+        )
 
 
 def group_by_user(

@@ -168,10 +168,13 @@ def load_dataset(
         seqs = {u: s for u, s in seqs.items() if len(s) >= min_events}
         catalog = items_by_id(read_items(items_path)) if items_path else {}
         types = {t for s in seqs.values() for _, t, _ in s}
-        return Dataset(spec.name, seqs, catalog, has_types=len(types) > 1, has_times=True)
+        return Dataset(
+            spec.name, seqs, catalog, len(types) > 1, True, exclude_history=spec.exclude_history
+        )
     items: dict[str, dict[str, Any]] = {}
     ds = group_by_user(
         read_interactions(spec, path, items), spec.name, HAS_TIMES[spec.format], min_events
     )
     ds.items = items
+    ds.exclude_history = spec.exclude_history
     return ds

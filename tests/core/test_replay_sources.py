@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ from streamrec.datasets import DATASETS, load_dataset
 from streamrec.eventlog import EventLogError, write_events
 from streamrec.replay_sources import SYNTHETIC_EPOCH, open_source, write_table
 from tests.core.fake_producer import FakeProducer
+from tests.files import write_text as write
 
 TRIVAGO = """user_id,session_id,timestamp,step,action_type,reference,platform,city,device,current_filters,impressions,prices
 U1,s1,1541599523,1,interaction item image,5967314,FR,"Marseille, France",tablet,,,
@@ -35,15 +35,6 @@ EVENTS: list[dict[str, Any]] = [
     },
     {"event_id": "e3", "user_id": "u2", "item_id": "i2", "type": "purchase", "ts": 1735689700.125},
 ]
-
-
-def write(path: Path, text: str) -> Path:
-    if path.suffix == ".gz":
-        with gzip.open(path, "wt") as f:
-            f.write(text)
-    else:
-        path.write_text(text)
-    return path
 
 
 def all_events(source: Any, order: str | None = None) -> list[dict[str, Any]]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 from pathlib import Path
 
 import pytest
@@ -10,15 +9,7 @@ import pytest
 from streamrec.datasets import DATASETS, load_dataset
 from streamrec.datasets.formats import FormatError, read_trivago, read_yoochoose
 from streamrec.datasets.registry import resolve
-
-
-def _write(path: Path, text: str) -> Path:
-    if path.suffix == ".gz":
-        with gzip.open(path, "wt") as f:
-            f.write(text)
-    else:
-        path.write_text(text)
-    return path
+from tests.files import write_text as _write
 
 
 def test_sasrec_text_keeps_file_order(tmp_path: Path) -> None:
