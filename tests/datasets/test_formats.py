@@ -55,6 +55,7 @@ def test_taobao_types_and_categories(tmp_path: Path) -> None:
     ]
     assert ds.items["101"]["category"] == "8"
     assert ds.has_types and ds.has_times
+    assert not ds.exclude_history  # repeats are real next events in this format
     assert all(t == 0 for _, t, _ in ds.without_types().sequences["1"])
 
 
