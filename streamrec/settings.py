@@ -95,6 +95,16 @@ class RecsSettings:
 
 
 @dataclass(frozen=True)
+class RetrievalSettings:
+    method: str
+    ann_min_items: int
+    rebuild_fraction: float
+    hnsw_m: int
+    hnsw_ef_construction: int
+    hnsw_ef_search: int
+
+
+@dataclass(frozen=True)
 class DataSettings:
     root: str
 
@@ -108,6 +118,7 @@ class Settings:
     features: FeatureSettings
     model: ModelSettings
     recs: RecsSettings
+    retrieval: RetrievalSettings
     data: DataSettings
 
     def replace(self, **sections: Mapping[str, Any]) -> Settings:
@@ -216,11 +227,19 @@ _POSITIVE = {
     "model.threads",
     "recs.k",
     "recs.batch_max",
+    "retrieval.ann_min_items",
+    "retrieval.rebuild_fraction",
+    "retrieval.hnsw_m",
+    "retrieval.hnsw_ef_construction",
+    "retrieval.hnsw_ef_search",
 }
 _NON_NEGATIVE = {"validation.max_future_skew_s", "recs.batch_wait_ms"}
+_CHOICES = {"retrieval.method": ("exact", "hnsw", "auto")}
 
 
 def _check_range(name: str, value: Any) -> None:
+    if name in _CHOICES and value not in _CHOICES[name]:
+        raise SettingsError(f"{name}: must be one of {', '.join(_CHOICES[name])}, got {value!r}")
     values = value if isinstance(value, tuple) else (value,)
     for v in values:
         if isinstance(v, float) and not math.isfinite(v):

@@ -9,14 +9,22 @@ import torch
 from encoders.checkpoint import TrainedModel
 from streamrec.events.schema import Item
 from streamrec.retrieve.index import ItemIndex
+from streamrec.retrieve.retriever import RetrievalConfig, Retriever
 
 
 class Catalog:
-    def __init__(self, model: TrainedModel | None, dim: int | None = None) -> None:
+    def __init__(
+        self,
+        model: TrainedModel | None,
+        dim: int | None = None,
+        retrieval: RetrievalConfig | None = None,
+    ) -> None:
         self.model = model
         self.items: dict[str, Item] = {}
         d = model.config.d_model if model is not None else (dim or 1)
         self.index = ItemIndex(d)
+        self.retrieval = retrieval or RetrievalConfig()
+        self.retriever = Retriever(self.index, self.retrieval)
 
     def upsert_many(self, items: Iterable[Item]) -> bool:
         """Insert or update items; True when an existing row's vector changed."""
@@ -56,6 +64,8 @@ class Catalog:
             self.index = ItemIndex(model.config.d_model, capacity=max(1024, len(old)))
             for item_id in old.ids:
                 self.index.upsert(item_id, None, old.is_available(item_id))
+            self.retriever.close()
+            self.retriever = Retriever(self.index, self.retrieval)
         ids = list(self.index.ids)
         if ids:
             feats = [self.items[i].to_dict() if i in self.items else {} for i in ids]

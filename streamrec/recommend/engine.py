@@ -21,6 +21,8 @@ from streamrec.events.schema import Event, Item
 from streamrec.features.popularity import DecayedPopularity
 from streamrec.features.user_state import UserState
 from streamrec.recommend.catalog import Catalog
+from streamrec.retrieve.hnsw import HnswParams
+from streamrec.retrieve.retriever import RetrievalConfig
 from streamrec.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -40,12 +42,27 @@ class Job:
     purchased: frozenset[str]
 
 
+def retrieval_config(settings: Settings) -> RetrievalConfig:
+    r = settings.retrieval
+    return RetrievalConfig(
+        method=r.method,
+        ann_min_items=r.ann_min_items,
+        rebuild_fraction=r.rebuild_fraction,
+        hnsw=HnswParams(
+            m=r.hnsw_m,
+            ef_construction=r.hnsw_ef_construction,
+            ef_search=r.hnsw_ef_search,
+            threads=max(1, settings.model.threads),
+        ),
+    )
+
+
 class Recommender:
     def __init__(self, settings: Settings, model: TrainedModel | None = None) -> None:
         self.settings = settings
         self.k = settings.recs.k
         self.popularity = DecayedPopularity(settings.features.popularity_half_life_s)
-        self.catalog = Catalog(model)
+        self.catalog = Catalog(model, retrieval=retrieval_config(settings))
         self.model: TrainedModel | None = None
         self.encoder: IncrementalEncoder | None = None
         self.set_model(model)
@@ -163,7 +180,7 @@ class Recommender:
     def _rank(self, vectors: torch.Tensor, jobs: Sequence[Job]) -> list[list[tuple[str, float]]]:
         index = self.catalog.index
         exclude = [[index.row_of[i] for i in j.purchased if i in index.row_of] for j in jobs]
-        ranked = index.topk(vectors, self.k, exclude)
+        ranked = self.catalog.retriever.topk(vectors, self.k, exclude)
         return [[(index.ids[r], s) for r, s in rows] for rows in ranked]
 
     def _popular(self, job: Job) -> list[tuple[str, float]]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 NEG_INF = float("-inf")
@@ -22,6 +23,10 @@ class ItemIndex:
         self._matrix = torch.zeros(capacity, dim)
         self._bias = torch.full((capacity,), NEG_INF)
         self._scores = torch.empty(0)
+        self._available = 0
+        # Rows listable with a vector other than the one they had at the last ``take_changes()``
+        # (new, re-embedded, or made available again): what a snapshot-based index must re-check.
+        self.changed: set[int] = set()
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -30,6 +35,24 @@ class ItemIndex:
     def matrix(self) -> torch.Tensor:
         """The live [N, dim] item vectors (a view; do not keep it across upserts)."""
         return self._matrix[: len(self.ids)]
+
+    @property
+    def bias(self) -> torch.Tensor:
+        """0 for available rows, -inf for the others [N] (a view)."""
+        return self._bias[: len(self.ids)]
+
+    @property
+    def n_available(self) -> int:
+        return self._available
+
+    def take_changes(self) -> set[int]:
+        changed, self.changed = self.changed, set()
+        return changed
+
+    def snapshot(self) -> tuple[np.ndarray, np.ndarray]:
+        """Copies of the available rows' vectors [n, d] and their row numbers [n]."""
+        rows = torch.nonzero(torch.isfinite(self.bias)).flatten()
+        return self.matrix[rows].numpy().copy(), rows.numpy().copy()
 
     def _grow(self, need: int) -> None:
         cap = self._matrix.shape[0]
@@ -50,18 +73,32 @@ class ItemIndex:
             self._grow(row + 1)
             self.ids.append(item_id)
             self.row_of[item_id] = row
-        if vector is not None:
+        was_available = bool(torch.isfinite(self._bias[row]))
+        moved = vector is not None and not torch.equal(self._matrix[row], vector)
+        if moved:
             self._matrix[row] = vector
-        self._bias[row] = 0.0 if available else NEG_INF
+        self._set_bias(row, available)
+        if available and (moved or not was_available):
+            self.changed.add(row)
         return row
 
     def set_vectors(self, rows: torch.Tensor, vectors: torch.Tensor) -> None:
         self._matrix[rows] = vectors
+        listable = rows[torch.isfinite(self._bias[rows])]
+        self.changed.update(listable.tolist())
 
     def set_available(self, item_id: str, available: bool) -> None:
         row = self.row_of.get(item_id)
         if row is not None:
-            self._bias[row] = 0.0 if available else NEG_INF
+            if available and not bool(torch.isfinite(self._bias[row])):
+                self.changed.add(row)
+            self._set_bias(row, available)
+
+    def _set_bias(self, row: int, available: bool) -> None:
+        before = bool(torch.isfinite(self._bias[row]))
+        if before != available:
+            self._available += 1 if available else -1
+        self._bias[row] = 0.0 if available else NEG_INF
 
     def is_available(self, item_id: str) -> bool:
         row = self.row_of.get(item_id)

@@ -1,0 +1,176 @@
+"""Top-K for a batch of users: exact scan below a catalog size, an HNSW graph above it.
+
+The graph covers a snapshot of the catalog and is rebuilt on a background thread; rows that
+changed since the snapshot (new items, new vectors, items made available again) are scanned
+exactly, so an update is listed at once and never through a stale vector. Graph candidates are
+re-scored from the live matrix, so unavailable and excluded items are filtered by the same bias
+and masks as the exact path. Each user's list is over-fetched by their exclusions plus a margin;
+a user left with fewer than ``k`` after filtering (most of their neighbourhood unavailable) is
+answered exactly. ``ItemIndex.topk`` stays the reference the approximate path is measured against.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from streamrec.retrieve.hnsw import HnswGraph, HnswParams
+from streamrec.retrieve.index import NEG_INF, ItemIndex
+
+log = logging.getLogger(__name__)
+
+Ranked = list[list[tuple[int, float]]]
+
+
+@dataclass(frozen=True)
+class RetrievalConfig:
+    method: str = "auto"  # exact | hnsw | auto (hnsw from ann_min_items on)
+    ann_min_items: int = 20000
+    rebuild_fraction: float = 0.05
+    hnsw: HnswParams = HnswParams()
+
+
+@dataclass
+class RetrievalStats:
+    exact_queries: int = 0
+    ann_queries: int = 0
+    ann_fallbacks: int = 0  # users answered exactly after filtering left fewer than k
+    graph_items: int = 0
+    graph_builds: int = 0
+    graph_build_s: float = 0.0
+    stale_rows: int = 0
+
+
+class Retriever:
+    def __init__(self, index: ItemIndex, config: RetrievalConfig | None = None) -> None:
+        self.index = index
+        self.config = config or RetrievalConfig()
+        self._graph: HnswGraph | None = None
+        self._stale: set[int] = set()  # rows the live graph may hold outdated, in addition to
+        # the index's change log (rows changed since the snapshot being built or served)
+        self._pool: ThreadPoolExecutor | None = None
+        self._building: Future[tuple[HnswGraph, float]] | None = None
+        self.stats = RetrievalStats()
+
+    def wants_graph(self) -> bool:
+        c = self.config
+        if c.method == "exact":
+            return False
+        return c.method == "hnsw" or len(self.index) >= c.ann_min_items
+
+    @property
+    def graph_ready(self) -> bool:
+        return self._graph is not None
+
+    # -- graph upkeep ---------------------------------------------------------------------------
+
+    def _stale_rows(self) -> set[int]:
+        return self._stale | self.index.changed
+
+    def maintain(self, block: bool = False) -> None:
+        """Swap in a finished graph; start a build when there is none or too much is stale."""
+        if self._building is not None and (block or self._building.done()):
+            graph, seconds = self._building.result()
+            self._building = None
+            self._graph = graph
+            self._stale = set()
+            self.stats.graph_builds += 1
+            self.stats.graph_build_s = seconds
+            self.stats.graph_items = graph.size
+            log.info("item graph ready: %d items, built in %.1f s", graph.size, seconds)
+        if not self.wants_graph() or self._building is not None:
+            return
+        limit = self.config.rebuild_fraction * len(self.index)
+        if self._graph is None or len(self._stale_rows()) > limit:
+            self._start_build()
+            if block:
+                self.maintain(block=True)
+
+    def _start_build(self) -> None:
+        vectors, rows = self.index.snapshot()
+        # Changes from here on are relative to the new snapshot; the graph still serving is also
+        # stale for what changed before it.
+        self._stale |= self.index.take_changes()
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="hnsw-build")
+        params = self.config.hnsw
+
+        def build() -> tuple[HnswGraph, float]:
+            t0 = time.perf_counter()
+            return HnswGraph(vectors, rows, params), time.perf_counter() - t0
+
+        self._building = self._pool.submit(build)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    # -- search ---------------------------------------------------------------------------------
+
+    def topk(
+        self, user_vectors: Tensor, k: int, exclude_rows: Sequence[Sequence[int]] = ()
+    ) -> Ranked:
+        self.maintain()
+        b = user_vectors.shape[0]
+        if self._graph is None or b == 0:
+            self.stats.exact_queries += b
+            return self.index.topk(user_vectors, k, exclude_rows)
+        excl = list(exclude_rows) + [[] for _ in range(b - len(exclude_rows))]
+        out = self._ann(user_vectors, k, excl)
+        short = [
+            i for i, row in enumerate(out) if len(row) < min(k, self.index.n_available)
+        ]
+        if short:
+            # Most of these users' neighbourhood is filtered out; only a scan is sure.
+            self.stats.ann_fallbacks += len(short)
+            exact = self.index.topk(user_vectors[short], k, [excl[i] for i in short])
+            for i, row in zip(short, exact, strict=True):
+                out[i] = row
+        self.stats.ann_queries += b
+        return out
+
+    def _ann(self, users: Tensor, k: int, excl: list[Sequence[int]]) -> Ranked:
+        assert self._graph is not None
+        matrix, bias = self.index.matrix, self.index.bias
+        fetch = min(2 * k + max(len(e) for e in excl), self._graph.size)
+        cand = torch.from_numpy(self._graph.search(users.numpy(), fetch))  # [B, fetch]
+        missing = cand < 0
+        cand = cand.clamp_min(0)
+        scores = torch.einsum("bd,bfd->bf", users, matrix[cand]) + bias[cand]
+        scores[missing] = NEG_INF
+        stale = self._stale_rows()
+        self.stats.stale_rows = len(stale)
+        if stale:
+            # Graph copies of stale rows are outdated: drop them, then scan those rows exactly.
+            stale_t = torch.tensor(sorted(stale), dtype=torch.long)
+            stale_t = stale_t[stale_t < matrix.shape[0]]
+            scores[torch.isin(cand, stale_t)] = NEG_INF
+            cand = torch.cat([cand, stale_t.expand(cand.shape[0], -1)], dim=1)
+            scores = torch.cat([scores, users @ matrix[stale_t].t() + bias[stale_t]], dim=1)
+        for i, rows in enumerate(excl):
+            if rows:
+                scores[i, torch.isin(cand[i], torch.as_tensor(rows, dtype=torch.long))] = NEG_INF
+        kk = min(k, scores.shape[1])
+        values, pos = torch.topk(scores, kk, dim=1)
+        rows_out = torch.gather(cand, 1, pos)
+        out: Ranked = []
+        for vals, rows in zip(values.tolist(), rows_out.tolist(), strict=True):
+            out.append([(r, v) for r, v in zip(rows, vals, strict=True) if v != NEG_INF])
+        return out
+
+
+def recall_at_k(approx: Ranked, exact: Ranked) -> float:
+    """Mean share of each exact list found in the approximate one (1.0 when both are empty)."""
+    shares = []
+    for a, e in zip(approx, exact, strict=True):
+        if e:
+            shares.append(len({r for r, _ in a} & {r for r, _ in e}) / len(e))
+    return float(np.mean(shares)) if shares else 1.0
