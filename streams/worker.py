@@ -238,6 +238,8 @@ class Worker:
             "batcher_pending": float(len(self.batcher)),
             "popularity_items": float(len(self.recommender.popularity)),
         }
+        retrieval = self.recommender.catalog.retriever.stats
+        g.update({f"retrieval_{k}": float(v) for k, v in dataclasses.asdict(retrieval).items()})
         if enc is not None:
             g.update(
                 {f"encoder_cache_{k}": float(v) for k, v in dataclasses.asdict(enc.stats).items()}
