@@ -98,6 +98,7 @@ class Worker:
 
     async def _process(self, stream: Any) -> None:
         await self.catalog.ready.wait()
+        await self._await_item_graph()
         async for event in stream.noack().events():
             try:
                 await self.handle(event)
@@ -111,6 +112,17 @@ class Worker:
                     msg.topic, msg.partition, msg.offset, msg.key, msg.value, why
                 )
                 event.ack()
+
+    async def _await_item_graph(self) -> None:
+        """Past retrieval.ann_min_items the first lists wait for the item graph (seconds at 100k
+        items, minutes at millions) instead of each paying an exact scan of the catalog."""
+        while not self._item_graph_ready():
+            self.recommender.catalog.retriever.maintain()
+            await asyncio.sleep(0.2)
+
+    def _item_graph_ready(self) -> bool:
+        retriever = self.recommender.catalog.retriever
+        return retriever.graph_ready or not retriever.wants_graph()
 
     async def handle(self, event: Any) -> None:
         msg = event.message
@@ -252,7 +264,8 @@ class Worker:
         app = self.app
         recovery = app.tables.recovery  # type: ignore[attr-defined]  # concrete TableManager
         recovered = recovery.completed.is_set() and not app.in_recovery
-        return self.catalog.ready.is_set() and recovered and not app.rebalancing
+        serving = self.catalog.ready.is_set() and self._item_graph_ready()
+        return serving and recovered and not app.rebalancing
 
     def _health_view(self) -> Any:
         worker = self

@@ -44,7 +44,7 @@ class HnswGraph:
 
     def search(self, queries: np.ndarray, n: int) -> np.ndarray:
         """The ``n`` best rows per query [B, n]; -1 pads when the graph has fewer."""
-        ps = faiss.SearchParametersHNSW()
+        ps = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]  # missing from the stubs
         ps.efSearch = max(self.params.ef_search, n)
         _, rows = self._index.search(np.ascontiguousarray(queries, dtype=np.float32), n, params=ps)
         return rows

@@ -74,9 +74,10 @@ class ItemIndex:
             self.ids.append(item_id)
             self.row_of[item_id] = row
         was_available = bool(torch.isfinite(self._bias[row]))
-        moved = vector is not None and not torch.equal(self._matrix[row], vector)
-        if moved:
+        moved = False
+        if vector is not None and not torch.equal(self._matrix[row], vector):
             self._matrix[row] = vector
+            moved = True
         self._set_bias(row, available)
         if available and (moved or not was_available):
             self.changed.add(row)

@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -34,7 +34,7 @@ class RetrievalConfig:
     method: str = "auto"  # exact | hnsw | auto (hnsw from ann_min_items on)
     ann_min_items: int = 20000
     rebuild_fraction: float = 0.05
-    hnsw: HnswParams = HnswParams()
+    hnsw: HnswParams = field(default_factory=HnswParams)
 
 
 @dataclass
@@ -77,7 +77,14 @@ class Retriever:
     def maintain(self, block: bool = False) -> None:
         """Swap in a finished graph; start a build when there is none or too much is stale."""
         if self._building is not None and (block or self._building.done()):
-            graph, seconds = self._building.result()
+            try:
+                graph, seconds = self._building.result()
+            except Exception:
+                # Serving goes on with the exact scan (slower, never wrong).
+                log.exception("building the item graph failed; scanning exactly from now on")
+                self._building = None
+                self.config = replace(self.config, method="exact")
+                return
             self._building = None
             self._graph = graph
             self._stale = set()
@@ -125,9 +132,7 @@ class Retriever:
             return self.index.topk(user_vectors, k, exclude_rows)
         excl = list(exclude_rows) + [[] for _ in range(b - len(exclude_rows))]
         out = self._ann(user_vectors, k, excl)
-        short = [
-            i for i, row in enumerate(out) if len(row) < min(k, self.index.n_available)
-        ]
+        short = [i for i, row in enumerate(out) if len(row) < min(k, self.index.n_available)]
         if short:
             # Most of these users' neighbourhood is filtered out; only a scan is sure.
             self.stats.ann_fallbacks += len(short)
