@@ -207,8 +207,13 @@ def load_checkpoint(directory: str | os.PathLike[str]) -> TrainedModel:
     except Exception as e:  # safetensors raises its own error types for malformed files
         raise CheckpointError(f"{weights_path}: not a valid safetensors file ({e})") from e
 
-    model = StreamRecModel(cfg)
-    expected = model.state_dict()
+    try:
+        # Shapes and dtypes only, on the meta device: a config that does not match the tensors
+        # (a 2**40-wide model, say) must be refused here, not allocated.
+        with torch.device("meta"):
+            expected = StreamRecModel(cfg).state_dict()
+    except (RuntimeError, ValueError, TypeError) as e:
+        raise CheckpointError(f"{meta_path}: incompatible encoder config ({e})") from e
     feature_names = {n for n in tensors if n.startswith(_FEATURES_PREFIX)}
     state = {n: t for n, t in tensors.items() if n not in feature_names}
     if set(state) != set(expected):
@@ -240,6 +245,7 @@ def load_checkpoint(directory: str | os.PathLike[str]) -> TrainedModel:
         )
     except (KeyError, ValueError) as e:
         raise CheckpointError(f"{weights_path}: bad vocabulary item features ({e})") from e
+    model = StreamRecModel(cfg)  # as large as the tensors just checked, no larger
     model.load_state_dict(state, strict=True)
     model.eval()
 

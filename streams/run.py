@@ -7,6 +7,7 @@ import logging
 import faust
 from kafka.errors import KafkaError
 
+from encoders.checkpoint import CheckpointError
 from streamrec.settings import Settings
 from streams.topics import create_topics
 from streams.worker import Worker
@@ -28,7 +29,18 @@ def ensure_topics(settings: Settings) -> None:
 
 def run_worker(settings: Settings) -> int:
     ensure_topics(settings)
-    worker = Worker(settings)
+    try:
+        worker = Worker(settings)
+    except CheckpointError as exc:
+        # A configured model that cannot be loaded is an operator's mistake to fix, not a reason to
+        # serve popularity silently (a worker that already serves a model keeps it: _poll_model).
+        log.error(
+            "refusing to start: the model checkpoint %r cannot be loaded: %s "
+            "(fix or replace it; with no model.json there the worker serves popularity)",
+            settings.model.checkpoint,
+            exc,
+        )
+        return 2  # as for a configuration error (streamrec.cli)
     log.info(
         "worker app=%s brokers=%s partitions=%d model=%s datadir=%s",
         settings.app.id,

@@ -21,6 +21,16 @@
 #   STREAMREC_BROKER_JAVA             java executable (default: java on PATH; Kafka 3.9 supports 8-21)
 #   STREAMREC_BROKER_JVM_OPTS         extra JVM options (whitespace-separated)
 #
+# Optional TLS listener (off unless STREAMREC_BROKER_SSL_PORT is set): a second listener named SSL
+# on 127.0.0.1:<port>, server authentication only (no client certificates; the PLAINTEXT and
+# controller listeners stay as they are, and readiness is still probed over PLAINTEXT). Clients
+# then use security_protocol=SSL with the CA that signed the broker's certificate; the certificate
+# must name 127.0.0.1 (subjectAltName IP:127.0.0.1) for clients that verify the host.
+#   STREAMREC_BROKER_SSL_PORT               TLS port (written to <run dir>/bootstrap.ssl)
+#   STREAMREC_BROKER_SSL_KEYSTORE           the broker's key + certificate chain (required with it)
+#   STREAMREC_BROKER_SSL_KEYSTORE_PASSWORD  its password, also used as the key's (required with it)
+#   STREAMREC_BROKER_SSL_KEYSTORE_TYPE      PKCS12 (default) or JKS
+#
 # Progress goes to stderr; stdout carries only results (bootstrap address / status line).
 set -euo pipefail
 
@@ -41,9 +51,14 @@ HEAP="${STREAMREC_BROKER_HEAP:-512m}"
 WAIT_S="${STREAMREC_BROKER_WAIT_S:-90}"
 JAVA="${STREAMREC_BROKER_JAVA:-java}"
 STOP_WAIT_S=30
+SSL_PORT="${STREAMREC_BROKER_SSL_PORT:-}"
+SSL_KEYSTORE="${STREAMREC_BROKER_SSL_KEYSTORE:-}"
+SSL_KEYSTORE_PASSWORD="${STREAMREC_BROKER_SSL_KEYSTORE_PASSWORD:-}"
+SSL_KEYSTORE_TYPE="${STREAMREC_BROKER_SSL_KEYSTORE_TYPE:-PKCS12}"
 
 PID_FILE="$RUN_DIR/kafka.pid"
 BOOTSTRAP_FILE="$RUN_DIR/bootstrap"
+SSL_BOOTSTRAP_FILE="$RUN_DIR/bootstrap.ssl"
 CLUSTER_ID_FILE="$RUN_DIR/cluster.id"
 MARKER="$RUN_DIR/.streamrec-kafka-run"
 LOG_FILE="$RUN_DIR/logs/kafka.out"
@@ -85,6 +100,29 @@ check_ports() {
     check_port STREAMREC_BROKER_PORT "$PORT"
     check_port STREAMREC_BROKER_CONTROLLER_PORT "$CONTROLLER_PORT"
     [[ "$PORT" != "$CONTROLLER_PORT" ]] || die "broker and controller port are both $PORT"
+    if [[ -n "$SSL_PORT" ]]; then
+        check_port STREAMREC_BROKER_SSL_PORT "$SSL_PORT"
+        [[ "$SSL_PORT" != "$PORT" && "$SSL_PORT" != "$CONTROLLER_PORT" ]] ||
+            die "STREAMREC_BROKER_SSL_PORT=$SSL_PORT is already the broker or controller port"
+    fi
+}
+
+# The TLS settings are usable: a readable keystore, a password, a known type. The values go into
+# a Java properties file, where a backslash is an escape and a line break ends the value.
+check_ssl() {
+    [[ -n "$SSL_PORT" ]] || return 0
+    [[ -n "$SSL_KEYSTORE" && -f "$SSL_KEYSTORE" && -r "$SSL_KEYSTORE" ]] ||
+        die "STREAMREC_BROKER_SSL_PORT is set but STREAMREC_BROKER_SSL_KEYSTORE ('$SSL_KEYSTORE') is not a readable file"
+    [[ "$SSL_KEYSTORE" == /* ]] || SSL_KEYSTORE="$PWD/$SSL_KEYSTORE"
+    [[ -n "$SSL_KEYSTORE_PASSWORD" ]] ||
+        die "STREAMREC_BROKER_SSL_PORT is set but STREAMREC_BROKER_SSL_KEYSTORE_PASSWORD is empty"
+    [[ "$SSL_KEYSTORE_TYPE" == PKCS12 || "$SSL_KEYSTORE_TYPE" == JKS ]] ||
+        die "STREAMREC_BROKER_SSL_KEYSTORE_TYPE='$SSL_KEYSTORE_TYPE': PKCS12 or JKS"
+    local v
+    for v in "$SSL_KEYSTORE" "$SSL_KEYSTORE_PASSWORD"; do
+        [[ "$v" != *\\* && "$v" != *$'\n'* && "$v" != *$'\r'* ]] ||
+            die "the keystore path and password must not contain a backslash or a line break"
+    done
 }
 
 # True when 127.0.0.1:<port> can be bound (SO_REUSEADDR: TIME_WAIT leftovers do not count).
@@ -341,21 +379,39 @@ render_config() {
         line="${line//@PORT@/"$PORT"}"
         line="${line//@CONTROLLER_PORT@/"$CONTROLLER_PORT"}"
         line="${line//@DATA_DIR@/"$RUN_DIR/data"}"
+        if [[ -n "$SSL_PORT" ]]; then
+            case "$line" in
+                listeners=* | advertised.listeners=*) line="$line,SSL://127.0.0.1:$SSL_PORT" ;;
+                listener.security.protocol.map=*) line="$line,SSL:SSL" ;;
+            esac
+        fi
         printf '%s\n' "$line" >>"$out"
     done <"$TEMPLATE"
+    if [[ -n "$SSL_PORT" ]]; then
+        cat >>"$out" <<EOF
+
+# TLS listener from STREAMREC_BROKER_SSL_* (broker.sh): server authentication only.
+ssl.keystore.type=$SSL_KEYSTORE_TYPE
+ssl.keystore.location=$SSL_KEYSTORE
+ssl.keystore.password=$SSL_KEYSTORE_PASSWORD
+ssl.key.password=$SSL_KEYSTORE_PASSWORD
+ssl.client.auth=none
+EOF
+    fi
     if grep -q '@[A-Z_]*@' "$out"; then die "unrendered placeholder in $out"; fi
 }
 
 cmd_start() {
     local pid cluster_id t0 rc=0 p
     check_ports
+    check_ssl
     PY="$(pick_python)"
     if pid="$(running_pid)"; then
         die "a broker is already running from $RUN_DIR (pid $pid, $(cat "$BOOTSTRAP_FILE" 2>/dev/null)); run '$0 stop' first"
     fi
     command -v "$JAVA" >/dev/null 2>&1 || die "java not found ($JAVA); Java 17 is needed"
     cmd_fetch
-    for p in "$PORT" "$CONTROLLER_PORT"; do
+    for p in "$PORT" "$CONTROLLER_PORT" ${SSL_PORT:+"$SSL_PORT"}; do
         port_free "$p" || die "127.0.0.1:$p is already in use (a broker from an earlier run? see '$0 status', or set STREAMREC_BROKER_PORT / STREAMREC_BROKER_CONTROLLER_PORT)"
     done
 
@@ -391,6 +447,7 @@ cmd_start() {
     pid=$!
     printf '%s\n' "$pid" >"$PID_FILE"
     printf '127.0.0.1:%s\n' "$PORT" >"$BOOTSTRAP_FILE"
+    if [[ -n "$SSL_PORT" ]]; then printf '127.0.0.1:%s\n' "$SSL_PORT" >"$SSL_BOOTSTRAP_FILE"; fi
 
     wait_ready "127.0.0.1:$PORT" "$pid" "$cluster_id" || rc=$?
     if ((rc != 0)); then
@@ -403,6 +460,7 @@ cmd_start() {
         die "the broker did not answer within ${WAIT_S}s; stopped it (log: $LOG_FILE)"
     fi
     say "broker ready after $((SECONDS - t0))s (pid $pid, log $LOG_FILE)"
+    if [[ -n "$SSL_PORT" ]]; then say "TLS listener on 127.0.0.1:$SSL_PORT"; fi
     printf '127.0.0.1:%s\n' "$PORT"
 }
 

@@ -2,7 +2,10 @@ from __future__ import annotations
 
 import json
 import pickle
+import struct
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -206,3 +209,145 @@ def test_hand_built_model_without_vocab_features(tmp_path: Path) -> None:
     assert torch.equal(loaded.vocab_item_vectors(), vecs)
     with pytest.raises(ValueError, match="item ids"):
         TrainedModel(full.model, full.config, ["i1"], full.featurizer, "x")
+
+
+# -- hostile files: refused with a CheckpointError, never executed, never allocated ---------------
+
+
+class _Planted:
+    """Unpickling this creates ``marker``: evidence that something ran pickle on the file."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str, str]]:
+        return (open, (str(self.marker), "w"))
+
+
+def _planted_pickle(marker: Path) -> bytes:
+    blob = pickle.dumps({"item_tower.id_emb.weight": _Planted(marker)})
+    # the probe works: loading this pickle does create the marker ...
+    pickle.loads(blob)
+    assert marker.exists()
+    marker.unlink()  # ... so its absence below means nobody unpickled it
+    return blob
+
+
+def test_planted_pickles_are_refused_and_never_unpickled(
+    tmp_path: Path, saved: tuple[TrainedModel, Path]
+) -> None:
+    trained, path = saved
+    marker = tmp_path / "unpickled"
+    blob = _planted_pickle(marker)
+    good_weights, good_meta = (path / WEIGHTS_FILE).read_bytes(), (path / META_FILE).read_text()
+
+    # a pickle (plain, and torch.save's zip of pickles) in place of the tensor file, hash matching
+    (path / WEIGHTS_FILE).write_bytes(blob)
+    _rehash(path)
+    _refused(path, "not a valid safetensors")
+    torch.save({"w": _Planted(marker)}, path / WEIGHTS_FILE)
+    _rehash(path)
+    _refused(path, "not a valid safetensors")
+    # a pickle in place of the metadata
+    (path / WEIGHTS_FILE).write_bytes(good_weights)
+    (path / META_FILE).write_bytes(blob)
+    _refused(path, "not JSON")
+    assert not marker.exists()
+
+    # pickles lying next to a good checkpoint are not looked at
+    (path / META_FILE).write_text(good_meta)
+    for name in ("pytorch_model.bin", "model.pt", "model.pkl", "model.ckpt"):
+        (path / name).write_bytes(blob)
+    assert load_checkpoint(path).model_version == trained.model_version
+    assert not marker.exists()
+
+
+def test_a_header_claiming_a_huge_size_is_refused(saved: tuple[TrainedModel, Path]) -> None:
+    _, path = saved
+    (path / WEIGHTS_FILE).write_bytes(struct.pack("<Q", 2**62) + b"{}")
+    _rehash(path)
+    _refused(path, "not a valid safetensors")
+
+
+def test_a_config_larger_than_its_tensors_is_refused_before_any_allocation(
+    saved: tuple[TrainedModel, Path],
+) -> None:
+    # d_model 2**16 would ask for tens of GB if the model were built before the tensors are
+    # checked, 2**40 overflows torch's size arithmetic: both are refused with the config named
+    _, path = saved
+    meta = json.loads((path / META_FILE).read_text())
+    for d_model, match in ((2**16, "the config needs"), (2**40, "incompatible encoder config")):
+        meta["config"]["d_model"] = d_model
+        (path / META_FILE).write_text(json.dumps(meta))
+        _refused(path, match)
+
+
+@pytest.mark.parametrize(
+    ("edit", "match"),
+    [
+        (lambda m: m["config"].__setitem__("d_model", "16"), "incompatible encoder config"),
+        (lambda m: m["config"].__setitem__("d_model", 16.0), "incompatible encoder config"),
+        (lambda m: m["config"].__setitem__("dropout", "x"), "incompatible encoder config"),
+        (lambda m: m["config"].__setitem__("n_heads", 3), "not divisible"),
+        (lambda m: m.__setitem__("config", None), "incomplete"),
+        (lambda m: m.__setitem__("featurizer", None), "featurizer"),
+        (lambda m: m.__setitem__("model_version", 5), "model_version"),
+        (lambda m: m.__setitem__("item_ids", "i1"), "item_ids"),
+        (lambda m: m.__setitem__("weights_sha256", None), "sha256"),
+    ],
+)
+def test_badly_typed_metadata_is_refused(
+    saved: tuple[TrainedModel, Path], edit: Callable[[dict[str, Any]], None], match: str
+) -> None:
+    _, path = saved
+    meta = json.loads((path / META_FILE).read_text())
+    edit(meta)
+    (path / META_FILE).write_text(json.dumps(meta))
+    _refused(path, match)
+
+
+@pytest.mark.parametrize("raw", [b"", b"[1, 2]", b"\xff\xfe{}", b'{"format_version": 1'])
+def test_metadata_that_is_not_a_json_object_is_refused(
+    saved: tuple[TrainedModel, Path], raw: bytes
+) -> None:
+    _, path = saved
+    (path / META_FILE).write_bytes(raw)
+    _refused(path, "JSON")
+
+
+def _edit_tensors(path: Path, edit: Callable[[dict[str, torch.Tensor]], object]) -> None:
+    tensors = load_file(path / WEIGHTS_FILE)
+    edit(tensors)
+    save_file(tensors, path / WEIGHTS_FILE)
+    _rehash(path)
+
+
+def test_tensors_with_bad_values_are_refused(saved: tuple[TrainedModel, Path]) -> None:
+    _, path = saved
+    good = (path / WEIGHTS_FILE).read_bytes()
+    emb = "item_tower.id_emb.weight"
+
+    def restore() -> None:
+        (path / WEIGHTS_FILE).write_bytes(good)
+
+    _edit_tensors(path, lambda t: t[emb].__setitem__((1, 0), float("nan")))
+    _refused(path, "NaN/inf")
+    restore()
+    _edit_tensors(path, lambda t: t.__setitem__(emb, t[emb].double()))
+    _refused(path, "float64")
+    restore()
+    _edit_tensors(path, lambda t: t[emb].__setitem__((0, 0), 1.0))
+    _refused(path, "row 0")
+    restore()
+
+    def drop_vocab_features(t: dict[str, torch.Tensor]) -> None:
+        for k in [k for k in t if k.startswith("vocab_features.")]:
+            del t[k]
+
+    _edit_tensors(path, drop_vocab_features)
+    _refused(path, "vocabulary item features")
+    restore()
+    _edit_tensors(
+        path, lambda t: t.__setitem__("vocab_features.id_index", t["vocab_features.id_index"] + 99)
+    )
+    _refused(path, "out of range")
