@@ -169,3 +169,57 @@ def latest_by_key(records: Iterable[Any]) -> dict[bytes, Any]:
     for r in records:
         out[r.key] = r.value
     return out
+
+
+# -- small hand-built models and process probes (checkpoint, fuzz and TLS tests) ------------------
+
+TINY_CATALOG: list[dict[str, Any]] = [
+    {
+        "item_id": f"i{n}",
+        "category": ("books", "games", "music")[n % 3],
+        "price": 5.0 + 3 * n,
+        "title": f"item number {n}",
+        "available": True,
+    }
+    for n in range(12)
+]
+
+
+def write_tiny_checkpoint(directory: Path, version: str, seed: int = 0) -> Path:
+    """Save a small random model over ``TINY_CATALOG`` as a real checkpoint (safetensors + JSON):
+    cheap enough to build per test, and served by the worker like a trained one."""
+    from encoders.checkpoint import TrainedModel, save_checkpoint
+    from encoders.item_features import ItemFeaturizer
+    from encoders.model import EncoderConfig
+    from tests.encoders.helpers import random_model
+
+    records = [{k: v for k, v in it.items() if k != "item_id"} for it in TINY_CATALOG]
+    fz = ItemFeaturizer.fit(records, n_price_buckets=8, title_buckets=64)
+    vocab = [it["item_id"] for it in TINY_CATALOG]
+    cfg = EncoderConfig(
+        d_model=16,
+        n_layers=2,
+        n_heads=2,
+        window=4,
+        n_item_ids=len(vocab) + 1,
+        n_categories=fz.n_categories,
+        n_price_buckets=8,
+        title_buckets=64,
+    )
+    trained = TrainedModel(
+        model=random_model(cfg, seed=seed),
+        config=cfg,
+        item_ids=vocab,
+        featurizer=fz,
+        vocab_features=fz.encode([{}, *records], range(len(vocab) + 1)),
+        model_version=version,
+    )
+    return save_checkpoint(directory, trained)
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size of a process (Linux /proc), in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")
