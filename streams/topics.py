@@ -23,6 +23,9 @@ class Topics:
     dlq: faust.TopicT
 
 
+USERS_TABLE = "users"
+
+
 def declare(app: faust.App, settings: Settings) -> Topics:
     t = settings.topics
     by_type = t.event_topics()
@@ -60,7 +63,17 @@ def topic_specs(settings: Settings) -> dict[str, dict[str, Any]]:
     specs[t.items] = {"partitions": 1, "configs": compact}
     specs[t.recommendations] = {"partitions": t.partitions, "configs": compact}
     specs[t.dlq] = {"partitions": 1, "configs": {"retention.ms": str(30 * 86400 * 1000)}}
+    # The users table's changelog, as Faust would declare it. Created up front: when Faust creates
+    # it at start-up, its consumer's metadata may list it with 0 partitions for minutes, and every
+    # table write meanwhile fails Faust's partition check (a worker started on a backlog would
+    # dead-letter all of it).
+    specs[changelog_topic(settings)] = {"partitions": t.partitions, "configs": compact}
     return specs
+
+
+def changelog_topic(settings: Settings) -> str:
+    """Faust's name for the users table's changelog (``<app id>-users-changelog``)."""
+    return f"{settings.app.id}-{USERS_TABLE}-changelog"
 
 
 def create_topics(settings: Settings, admin: KafkaAdminClient | None = None) -> dict[str, str]:

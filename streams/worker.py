@@ -39,7 +39,7 @@ from streams.batcher import MicroBatcher
 from streams.catalog_follower import CatalogFollower
 from streams.dlq import dlq_headers
 from streams.metrics import Metrics
-from streams.topics import declare
+from streams.topics import USERS_TABLE, declare
 
 log = logging.getLogger(__name__)
 MODEL_POLL_S = 10.0
@@ -61,7 +61,7 @@ class Worker:
         self.app = create_app(settings)
         self.topics = declare(self.app, settings)
         self.users = self.app.Table(
-            "users",
+            USERS_TABLE,
             key_type=bytes,  # bytes types make Faust use the raw codec for both
             value_type=bytes,
             partitions=settings.topics.partitions,

@@ -1,0 +1,556 @@
+"""Throughput and freshness of the live path on the real broker, against the framework's floor.
+
+One run, per repeat, on fresh topics and fresh consumer groups:
+  1. a backlog of events (user sessions over the catalog) is produced flat out;
+  2. the pass-through Faust agent (bench/passthrough.py: consume, decode, produce) drains it;
+  3. a real `streamrec worker` (100k-item catalog, d=64 model) drains the same backlog
+     -> sustained events/s of each, and their ratio;
+  4. events are produced at a fixed rate (default 1,000/s) into the running worker
+     -> event -> list latency p50 / p99 / p99.9, the worker's CPU and resident memory;
+  5. the pass-through agent gets the same fixed-rate load on its own topics (its latency floor).
+Producer and consumer are separate processes; latency is the consumer's arrival time minus the
+event time the producer stamped just before sending. At the end: per-user state on disk (the
+RocksDB records) and in memory (the encoder cache), and medians (min-max) over repeats.
+
+Run:  .venv/bin/python bench/live.py                      # 100k items, 100k users, d=64
+      .venv/bin/python bench/live.py --items 1000000 --rate 500
+      (--bootstrap HOST:PORT uses a running broker; otherwise one is started and stopped)
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import multiprocessing as mp
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import psutil
+from tqdm import tqdm
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from workload import Sessions, make_items, write_model  # noqa: E402
+
+from streamrec.kafka import broker  # noqa: E402
+from streamrec.settings import Settings, load_settings  # noqa: E402
+from streams.topics import create_topics  # noqa: E402
+
+# -- processes: producer and collector -----------------------------------------------------------
+
+
+def _settings(env: dict[str, str]) -> Settings:
+    return load_settings(env=env)
+
+
+def _producer(s: Settings, linger_ms: int) -> Any:
+    from kafka import KafkaProducer
+
+    return KafkaProducer(
+        **s.kafka_client_config(), linger_ms=linger_ms, batch_size=256 * 1024, acks=1
+    )
+
+
+def produce(
+    env: dict[str, str],
+    items: list[dict[str, Any]],
+    users: int,
+    seed: int,
+    prefix: str,
+    n: int,
+    rate: float,
+    done: Any,
+) -> None:
+    """Send ``n`` session events, flat out (rate 0) or paced at ``rate`` per second; each event's
+    ``ts`` is stamped just before its send. Reports (events, seconds, per-user final event ids)."""
+    s = _settings(env)
+    topics = s.topics.event_topics()
+    producer = _producer(s, linger_ms=20 if rate == 0 else 0)
+    events = Sessions(items, users, seed=seed).events(prefix)
+    last: dict[str, str] = {}
+    t0 = time.perf_counter()
+    for i in range(n):
+        if rate:
+            ahead = t0 + i / rate - time.perf_counter()
+            if ahead > 0:
+                time.sleep(ahead)
+        event_id, etype, user, item = next(events)
+        body = {"event_id": event_id, "user_id": user, "item_id": item, "ts": time.time()}
+        producer.send(topics[etype], key=user.encode(), value=orjson.dumps(body))
+        last[user] = event_id
+    producer.flush()
+    seconds = time.perf_counter() - t0
+    producer.close()
+    done.put((n, seconds, list(last.values())))
+
+
+def collect(env: dict[str, str], topic: str, out: Any, stop: Any) -> None:
+    """Timestamp every record of ``topic`` on arrival: (arrival, event_id, event_ts) batches."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    s = _settings(env)
+    consumer = KafkaConsumer(
+        **s.kafka_client_config(), group_id=None, fetch_max_wait_ms=5, max_poll_records=2000
+    )
+    deadline = time.monotonic() + 60
+    while not (found := consumer.partitions_for_topic(topic)):
+        # a topic created a moment ago may not be in this client's metadata yet
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"topic {topic} has no partitions")
+        consumer.topics()
+        time.sleep(0.2)
+    parts = [TopicPartition(topic, p) for p in sorted(found)]
+    consumer.assign(parts)
+    consumer.seek_to_end(*parts)
+    for p in parts:
+        consumer.position(p)  # resolve now: records from here on are this run's
+    out.put("ready")
+    batch: list[tuple[float, str, float]] = []
+    flushed = time.monotonic()
+    while not stop.is_set():
+        for records in consumer.poll(timeout_ms=50).values():
+            now = time.time()
+            for r in records:
+                body = orjson.loads(r.value)
+                batch.append((now, body["event_id"], float(body["event_ts"])))
+        if batch and time.monotonic() - flushed > 0.2:
+            out.put(batch)
+            batch, flushed = [], time.monotonic()
+    if batch:
+        out.put(batch)
+    consumer.close()
+
+
+class Collector:
+    """A collector process and what it has reported so far."""
+
+    def __init__(self, ctx: Any, env: dict[str, str], topic: str) -> None:
+        self.queue = ctx.Queue()
+        self.stop_event = ctx.Event()
+        self.proc = ctx.Process(target=collect, args=(env, topic, self.queue, self.stop_event))
+        self.proc.start()
+        if self.queue.get(timeout=60) != "ready":
+            raise RuntimeError("collector failed to start")
+        self.records: list[tuple[float, str, float]] = []
+
+    def pump(self, wait_s: float = 0.2) -> None:
+        with contextlib.suppress(Exception):
+            while True:
+                self.records.extend(self.queue.get(timeout=wait_s))
+                wait_s = 0.0
+
+    def close(self) -> None:
+        self.stop_event.set()
+        self.pump(1.0)
+        self.proc.join(10)
+
+
+# -- the apps under test ---------------------------------------------------------------------------
+
+
+@dataclass
+class App:
+    name: str
+    settings: Settings
+    argv: list[str]
+    log: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> App:
+        env = {**os.environ, **self.settings.to_env()}
+        self._log = open(self.log, "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            self.argv, cwd=REPO, env=env, stdout=self._log, stderr=subprocess.STDOUT
+        )
+        return self
+
+    @property
+    def ps(self) -> psutil.Process:
+        assert self.proc is not None
+        return psutil.Process(self.proc.pid)
+
+    def cpu_s(self) -> float:
+        t = self.ps.cpu_times()
+        return float(t.user + t.system)
+
+    def alive(self) -> None:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            tail = self.log.read_text(errors="replace").splitlines()[-40:]
+            raise RuntimeError(
+                f"{self.name} exited with {self.proc.returncode}:\n" + "\n".join(tail)
+            )
+
+    def get(self, path: str) -> Any:
+        url = f"http://127.0.0.1:{self.settings.app.web_port}{path}"
+        try:
+            with urllib.request.urlopen(url, timeout=3) as r:
+                return r.read()
+        except Exception:
+            return None
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+def counters(app: App) -> dict[str, int]:
+    body = app.get("/health/")
+    return dict(orjson.loads(body)["metrics"]["counters"]) if body else {}
+
+
+def gauges(app: App) -> dict[str, float]:
+    text = app.get("/metrics/")
+    out: dict[str, float] = {}
+    for line in (text or b"").decode().splitlines():
+        if line and not line.startswith("#") and " " in line:
+            name, value = line.rsplit(" ", 1)
+            with contextlib.suppress(ValueError):
+                out[name.removeprefix("streamrec_")] = float(value)
+    return out
+
+
+# -- measurements -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Repeat:
+    drain: dict[str, float] = field(default_factory=dict)  # app -> events/s
+    latency: dict[str, list[float]] = field(default_factory=dict)  # app -> seconds per list
+    cpu: dict[str, float] = field(default_factory=dict)  # app -> cores busy in the rate phase
+    rss_mb: dict[str, float] = field(default_factory=dict)
+    lists_per_event: float = 0.0
+    gauges: dict[str, float] = field(default_factory=dict)
+    state: dict[str, float] = field(default_factory=dict)
+
+
+def wait_until(cond: Any, timeout_s: float, what: str, app: App | None = None) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        if app is not None:
+            app.alive()
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not done after {timeout_s:.0f} s")
+        time.sleep(0.1)
+
+
+def drain(app: App, col: Collector, done: Any, timeout_s: float) -> float:
+    """Start ``app`` on a backlog; events/s from its first output to ``done(records)``."""
+    app.start()
+    wait_until(lambda: (col.pump(), done(col.records))[1], timeout_s, f"{app.name} drain", app)
+    first = min(r[0] for r in col.records)
+    last = max(r[0] for r in col.records)
+    return last - first
+
+
+def rate_phase(
+    ctx: Any, app: App, col: Collector, env: dict[str, str], load: dict[str, Any], prefix: str
+) -> tuple[list[float], float, float, float]:
+    """Fixed-rate events into a running app: (latencies, CPU cores, RSS MB, lists per event)."""
+    col.pump()
+    col.records.clear()
+    q = ctx.Queue()
+    n = int(load["rate"] * load["seconds"])
+    cpu0, t0 = app.cpu_s(), time.perf_counter()
+    p = ctx.Process(
+        target=produce,
+        args=(env, load["items"], load["users"], load["seed"] + 1, prefix, n, load["rate"], q),
+    )
+    p.start()
+    sent, _, _ = q.get()
+    p.join()
+    time.sleep(1.0)  # let the tail of lists arrive
+    col.pump(0.5)
+    cpu = (app.cpu_s() - cpu0) / (time.perf_counter() - t0)
+    rss = app.ps.memory_info().rss / 2**20
+    mine = [r for r in col.records if r[1].startswith(prefix + "-")]
+    return [r[0] - r[2] for r in mine], cpu, rss, len(mine) / max(1, sent)
+
+
+def warm_up(ctx: Any, app: App, col: Collector, env: dict[str, str], load: dict[str, Any]) -> None:
+    """Wait until ``app`` has joined its group and answers (a probe event comes out)."""
+    q = ctx.Queue()
+    produce(env, load["items"], load["users"], 0, "probe", 1, 0, q)
+    q.get()
+    wait_until(
+        lambda: (col.pump(), any(r[1].startswith("probe-") for r in col.records))[1],
+        120,
+        f"{app.name} start",
+        app,
+    )
+
+
+def state_on_disk(datadir: Path) -> dict[str, float]:
+    """Per-user records in the worker's RocksDB tables (read after it stopped)."""
+    from rocksdict import AccessType, Rdict
+
+    sizes: list[int] = []
+    for db in sorted(datadir.rglob("users-*.db")):
+        store = Rdict(str(db), access_type=AccessType.read_only())
+        try:
+            sizes += [len(v) for v in store.values()]
+        finally:
+            store.close()
+    disk = sum(f.stat().st_size for f in datadir.rglob("*") if f.is_file())
+    if not sizes:
+        return {}
+    return {
+        "users": float(len(sizes)),
+        "record_mean_b": float(np.mean(sizes)),
+        "record_p99_b": float(np.percentile(sizes, 99)),
+        "record_max_b": float(max(sizes)),
+        "disk_b_per_user": disk / len(sizes),
+    }
+
+
+# -- orchestration ----------------------------------------------------------------------------------
+
+
+def settings_for(
+    base: Settings, args: argparse.Namespace, tag: str, app_id: str, out: Path
+) -> Settings:
+    names = {t: f"{tag}.{t}" for t in ("browse", "click", "purchase", "recommendations", "dlq")}
+    return base.replace(
+        topics={**names, "items": f"{args.run}.items", "partitions": args.partitions},
+        app={
+            "id": app_id,
+            "datadir": str(out / app_id),
+            "web_port": broker.free_port(),
+            "log_level": "warning",
+        },
+        model={"checkpoint": str(out / "model"), "cache_mb": args.cache_mb, "threads": 1},
+        recs={"batch_max": args.batch_max, "batch_wait_ms": args.batch_wait_ms},
+        retrieval={"method": args.retrieval},
+    )
+
+
+def one_repeat(
+    ctx: Any, base: Settings, args: argparse.Namespace, load: dict[str, Any], r: int, out: Path
+) -> Repeat:
+    rep = Repeat()
+    live_s = settings_for(base, args, f"{args.run}r{r}", f"{args.run}-live-{r}", out)
+    pass_s = settings_for(base, args, f"{args.run}r{r}", f"{args.run}-pass-{r}", out)
+    pass_s = pass_s.replace(topics={"recommendations": f"{args.run}r{r}.passthrough"})
+    create_topics(live_s)
+    create_topics(pass_s)
+    env = live_s.to_env()
+
+    q = ctx.Queue()
+    produce(env, load["items"], load["users"], load["seed"] + 100 * r, "bk", args.backlog, 0, q)
+    sent, secs, _ = q.get()
+    log(f"repeat {r + 1}: backlog of {sent:,} events produced at {sent / secs:,.0f}/s")
+
+    py = sys.executable
+    # 2. the floor drains the backlog
+    col = Collector(ctx, pass_s.to_env(), pass_s.topics.recommendations)
+    floor = App("pass-through", pass_s, [py, "bench/passthrough.py"], out / f"pass-{r}.log")
+    seconds = drain(floor, col, lambda recs: len(recs) >= sent, args.timeout)
+    rep.drain["pass-through"] = sent / seconds
+    floor.stop()
+    col.close()
+
+    # 3. streamrec drains the same backlog, then 4. fixed rate
+    col = Collector(ctx, env, live_s.topics.recommendations)
+    worker = App("streamrec", live_s, [py, "-m", "streamrec", "worker"], out / f"live-{r}.log")
+
+    def drained(recs: list[tuple[float, str, float]]) -> bool:
+        # Every event taken in, and every list published so far arrived. (The per-user last
+        # event is no marker: a user's events span three topics, read in no fixed order.)
+        c = counters(worker)
+        return c.get("events_in", 0) >= sent and len(recs) >= c.get("lists_out", 0) > 0
+
+    seconds = drain(worker, col, drained, args.timeout)
+    rep.drain["streamrec"] = sent / seconds
+    lat, cpu, rss, lpe = rate_phase(ctx, worker, col, env, load, f"lr{r}")
+    rep.latency["streamrec"], rep.cpu["streamrec"], rep.rss_mb["streamrec"] = lat, cpu, rss
+    rep.lists_per_event = lpe
+    rep.gauges = gauges(worker)
+    worker.stop()
+    col.close()
+    rep.state = state_on_disk(Path(live_s.app.datadir))
+
+    # 5. the floor at the same fixed rate, on topics of its own
+    solo = settings_for(base, args, f"{args.run}p{r}", f"{args.run}-passrate-{r}", out)
+    create_topics(solo)
+    col = Collector(ctx, solo.to_env(), solo.topics.recommendations)
+    floor = App("pass-through", solo, [py, "bench/passthrough.py"], out / f"passrate-{r}.log")
+    floor.start()
+    warm_up(ctx, floor, col, solo.to_env(), load)
+    lat, cpu, rss, _ = rate_phase(ctx, floor, col, solo.to_env(), load, f"pr{r}")
+    rep.latency["pass-through"], rep.cpu["pass-through"] = lat, cpu
+    rep.rss_mb["pass-through"] = rss
+    floor.stop()
+    col.close()
+    return rep
+
+
+def log(msg: str) -> None:
+    tqdm.write(msg, file=sys.stderr)
+
+
+def med(values: list[float], fmt: str = "{:,.0f}") -> str:
+    if not values:
+        return "-"
+    return f"{fmt.format(statistics.median(values))} ({fmt.format(min(values))}-{fmt.format(max(values))})"
+
+
+def report(reps: list[Repeat], args: argparse.Namespace) -> None:
+    def pct(app: str, q: float) -> list[float]:
+        return [1e3 * float(np.percentile(r.latency[app], q)) for r in reps if r.latency.get(app)]
+
+    ratio = [r.drain["streamrec"] / r.drain["pass-through"] for r in reps]
+    print(
+        f"\nbench/live.py: {args.items:,} items, {args.users:,} users, d={args.dim}, "
+        f"{args.partitions} partitions, backlog {args.backlog:,}, {args.rate:,.0f} events/s for "
+        f"{args.seconds:.0f} s, retrieval={args.retrieval}, {len(reps)} repeats; "
+        "median (min-max)"
+    )
+    print("\n| measure | pass-through (floor) | streamrec | streamrec / floor |")
+    print("|---|---|---|---|")
+    print(
+        f"| backlog drain, events/s | {med([r.drain['pass-through'] for r in reps])} | "
+        f"{med([r.drain['streamrec'] for r in reps])} | {med(ratio, '{:.2f}')} |"
+    )
+    for q in (50, 99, 99.9):
+        print(
+            f"| event -> list p{q:g} at {args.rate:,.0f}/s, ms | {med(pct('pass-through', q), '{:.1f}')} "
+            f"| {med(pct('streamrec', q), '{:.1f}')} | |"
+        )
+    print(
+        f"| CPU at {args.rate:,.0f}/s, cores | {med([r.cpu['pass-through'] for r in reps], '{:.2f}')} "
+        f"| {med([r.cpu['streamrec'] for r in reps], '{:.2f}')} | |"
+    )
+    print(
+        f"| resident memory, MB | {med([r.rss_mb['pass-through'] for r in reps])} "
+        f"| {med([r.rss_mb['streamrec'] for r in reps])} | |"
+    )
+    print(
+        f"| lists per event at {args.rate:,.0f}/s | 1 | {med([r.lists_per_event for r in reps], '{:.3f}')} | |"
+    )
+    g = reps[-1].gauges
+    st = reps[-1].state
+    cap = g.get("encoder_cache_capacity", 0.0)
+    per_user = g.get("encoder_cache_bytes_budget", 0.0) / cap if cap else 0.0
+    print("\nlast repeat, worker internals:")
+    for k in (
+        "encoder_cache_hits",
+        "encoder_cache_misses",
+        "encoder_cache_cached_users",
+        "encoder_cache_capacity",
+        "retrieval_ann_queries",
+        "retrieval_exact_queries",
+        "retrieval_ann_fallbacks",
+        "retrieval_graph_items",
+        "retrieval_graph_build_s",
+    ):
+        if k in g:
+            print(f"  {k}: {g[k]:,.1f}")
+    if st:
+        print(
+            f"\nper-user state: {st['users']:,.0f} users in RocksDB, record mean "
+            f"{st['record_mean_b']:,.0f} B (p99 {st['record_p99_b']:,.0f}, max "
+            f"{st['record_max_b']:,.0f}), {st['disk_b_per_user']:,.0f} B/user on disk incl. "
+            f"RocksDB overhead; in memory {per_user / 1024:,.1f} KB per cached user, "
+            f"{cap:,.0f} users in a {args.cache_mb} MB encoder cache"
+        )
+    print(
+        f"\nsummary: streamrec drained {med([r.drain['streamrec'] for r in reps])} events/s = "
+        f"{med(ratio, '{:.2f}')} of the pass-through agent; p99 event -> list "
+        f"{med(pct('streamrec', 99), '{:.1f}')} ms at {args.rate:,.0f} events/s"
+    )
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--bootstrap", default="", help="use this broker instead of starting one")
+    ap.add_argument("--items", type=int, default=100_000)
+    ap.add_argument("--users", type=int, default=100_000)
+    ap.add_argument("--dim", type=int, default=64)
+    ap.add_argument("--backlog", type=int, default=100_000, help="events drained flat out")
+    ap.add_argument("--rate", type=float, default=1000.0, help="events/s of the fixed-rate phase")
+    ap.add_argument("--seconds", type=float, default=30.0, help="length of the fixed-rate phase")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--partitions", type=int, default=4)
+    ap.add_argument("--retrieval", default="auto", choices=("auto", "exact", "hnsw"))
+    ap.add_argument("--cache-mb", type=int, default=256)
+    ap.add_argument("--batch-max", type=int, default=256)
+    ap.add_argument("--batch-wait-ms", type=float, default=5.0)
+    ap.add_argument("--timeout", type=float, default=900.0, help="per drain, seconds")
+    ap.add_argument("--out", default="var/bench/live")
+    args = ap.parse_args()
+    args.run = f"bench{int(time.time()) % 10**6}"
+    out = (REPO / args.out / args.run).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    ctx = mp.get_context("spawn")
+
+    started = None
+    if not args.bootstrap:
+        started = out / "kafka"
+        args.bootstrap = broker.start(broker.free_port(), broker.free_port(), started)
+        log(f"broker started at {args.bootstrap}")
+    try:
+        base = load_settings(env={}).replace(kafka={"bootstrap_servers": args.bootstrap})
+        items = make_items(args.items)
+        write_model(items, out / "model", args.dim)
+        base_env = settings_for(base, args, f"{args.run}r0", "setup", out)
+        create_topics(base_env)
+        _send_items(base_env, items)
+        load = {
+            "items": items,
+            "users": args.users,
+            "seed": 7,
+            "rate": args.rate,
+            "seconds": args.seconds,
+        }
+        reps: list[Repeat] = []
+        for r in tqdm(range(args.repeats), desc="repeats", file=sys.stderr):
+            reps.append(one_repeat(ctx, base, args, load, r, out))
+            rep = reps[-1]
+            log(
+                f"repeat {r + 1}: drain pass-through {rep.drain['pass-through']:,.0f}/s, streamrec "
+                f"{rep.drain['streamrec']:,.0f}/s; p99 streamrec "
+                f"{1e3 * float(np.percentile(rep.latency['streamrec'], 99)):.1f} ms"
+            )
+        report(reps, args)
+        (out / "results.json").write_bytes(
+            orjson.dumps([vars(r) for r in reps], option=orjson.OPT_SERIALIZE_NUMPY)
+        )
+    finally:
+        if started is not None:
+            broker.stop(started)
+            shutil.rmtree(started, ignore_errors=True)
+    return 0
+
+
+def _send_items(s: Settings, items: list[dict[str, Any]]) -> None:
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(**s.kafka_client_config(), linger_ms=20, batch_size=512 * 1024)
+    for it in tqdm(items, desc="catalog", file=sys.stderr, leave=False):
+        producer.send(s.topics.items, key=it["item_id"].encode(), value=orjson.dumps(it))
+    producer.flush()
+    producer.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
