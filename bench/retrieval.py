@@ -27,12 +27,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
+from workload import Sessions, make_items, make_model  # noqa: E402
+
 from encoders.checkpoint import TrainedModel, load_checkpoint  # noqa: E402
 from encoders.evaluate import encode_history, leave_one_out, user_vectors  # noqa: E402
 from streamrec.retrieve.hnsw import HnswParams  # noqa: E402
 from streamrec.retrieve.index import ItemIndex  # noqa: E402
 from streamrec.retrieve.retriever import RetrievalConfig, Retriever, recall_at_k  # noqa: E402
-from workload import Sessions, make_items, make_model  # noqa: E402
 
 
 def timed(fn: Callable[[], object], repeats: int) -> list[float]:
@@ -51,8 +52,13 @@ def fmt_ms(seconds: list[float], per: int) -> tuple[str, float]:
     return f"{med:.3f} ({min(ms):.3f}-{max(ms):.3f})", med
 
 
-def bench_users(model: TrainedModel, items: list[dict], n_users: int) -> torch.Tensor:
-    """User vectors after a session-shaped history of 5-60 events each."""
+def bench_users(
+    model: TrainedModel, items: list[dict], n_users: int, tower: bool = False
+) -> torch.Tensor:
+    """Users after a session-shaped history of 5-60 events each. The bench model is untrained, so
+    its user tower points nowhere in particular (the hardest case for a graph search, ``tower``);
+    by default a user is the mean of their history's item vectors, which is where a trained tower
+    points: near the items the user engaged with."""
     row_of = model.row_of
     sessions = Sessions(items, n_users * 10, seed=3).events("q")
     g = torch.Generator().manual_seed(0)
@@ -62,7 +68,9 @@ def bench_users(model: TrainedModel, items: list[dict], n_users: int) -> torch.T
         seq = [(next(sessions)[3], 0, 60.0 * i) for i in range(n)]
         histories.append(encode_history(seq, row_of))
     vecs = model.vocab_item_vectors()
-    return user_vectors(model.model, vecs, histories)
+    if tower:
+        return user_vectors(model.model, vecs, histories)
+    return torch.stack([vecs[torch.tensor(rows)].mean(0) for rows, _, _ in histories])
 
 
 def compare(
@@ -109,6 +117,11 @@ def main() -> int:
     )
     ap.add_argument("--dataset", action="append", default=[], help="its dataset, same order")
     ap.add_argument("--data-root", default="../shared/data")
+    ap.add_argument(
+        "--untrained-tower",
+        action="store_true",
+        help="also query with the untrained bench tower's user vectors (worst case)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(1)
     rows: list[str] = []
@@ -117,7 +130,11 @@ def main() -> int:
         items = make_items(n)
         model = make_model(items)
         vectors = model.vocab_item_vectors()[1:]
-        rows += compare("bench model", vectors, bench_users(model, items, args.users), args)
+        users = bench_users(model, items, args.users)
+        rows += compare("bench, history-mean users", vectors, users, args)
+        if args.untrained_tower:
+            users = bench_users(model, items, args.users, tower=True)
+            rows += compare("bench, untrained-tower users", vectors, users, args)
     for ckpt, dataset in zip(args.checkpoint, args.dataset, strict=True):
         from streamrec.datasets.registry import load_dataset
 

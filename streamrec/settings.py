@@ -102,6 +102,7 @@ class RetrievalSettings:
     hnsw_m: int
     hnsw_ef_construction: int
     hnsw_ef_search: int
+    target_recall: float
 
 
 @dataclass(frozen=True)
@@ -232,6 +233,7 @@ _POSITIVE = {
     "retrieval.hnsw_m",
     "retrieval.hnsw_ef_construction",
     "retrieval.hnsw_ef_search",
+    "retrieval.target_recall",
 }
 _NON_NEGATIVE = {"validation.max_future_skew_s", "recs.batch_wait_ms"}
 _CHOICES = {"retrieval.method": ("exact", "hnsw", "auto")}

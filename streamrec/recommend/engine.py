@@ -48,11 +48,13 @@ def retrieval_config(settings: Settings) -> RetrievalConfig:
         method=r.method,
         ann_min_items=r.ann_min_items,
         rebuild_fraction=r.rebuild_fraction,
+        k=settings.recs.k,
         hnsw=HnswParams(
             m=r.hnsw_m,
             ef_construction=r.hnsw_ef_construction,
             ef_search=r.hnsw_ef_search,
             threads=max(1, settings.model.threads),
+            target_recall=r.target_recall,
         ),
     )
 

@@ -18,14 +18,18 @@ import numpy as np
 class HnswParams:
     m: int = 32  # graph degree: memory ~ 2*m*4 bytes per item on top of the vectors
     ef_construction: int = 100
-    ef_search: int = 64  # raised per search to at least the number of candidates asked for
+    ef_search: int = 64  # starting breadth; calibration raises it to meet target_recall
     threads: int = 1
+    target_recall: float = 0.95
+    max_ef_search: int = 2048
 
 
 class HnswGraph:
     def __init__(self, vectors: np.ndarray, rows: np.ndarray, params: HnswParams) -> None:
         """Index ``vectors`` [n, d] (float32), answering with ``rows`` [n] (int64) as ids."""
         self.params = params
+        self.ef_search = params.ef_search
+        self.recall = float("nan")  # measured by calibrate(); nan until then
         self.size = int(rows.shape[0])
         base = faiss.IndexHNSWFlat(vectors.shape[1], params.m, faiss.METRIC_INNER_PRODUCT)
         base.hnsw.efConstruction = params.ef_construction
@@ -42,9 +46,38 @@ class HnswGraph:
         d = self._base.d
         return self.size * (4 * d + 8 * self.params.m + 8)
 
-    def search(self, queries: np.ndarray, n: int) -> np.ndarray:
+    def search(self, queries: np.ndarray, n: int, ef: int | None = None) -> np.ndarray:
         """The ``n`` best rows per query [B, n]; -1 pads when the graph has fewer."""
         ps = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]  # missing from the stubs
-        ps.efSearch = max(self.params.ef_search, n)
+        ps.efSearch = max(ef or self.ef_search, n)
         _, rows = self._index.search(np.ascontiguousarray(queries, dtype=np.float32), n, params=ps)
         return rows
+
+
+def exact_top(
+    vectors: np.ndarray, queries: np.ndarray, k: int, bias: np.ndarray | None = None
+) -> np.ndarray:
+    """Positions of the true top-``k`` vectors per query by inner product (+ bias) [B, k]."""
+    import torch
+
+    scores = torch.from_numpy(queries) @ torch.from_numpy(vectors).T
+    if bias is not None:
+        scores += torch.from_numpy(bias)
+    return torch.topk(scores, min(k, vectors.shape[0]), dim=1).indices.numpy()
+
+
+def calibrate(graph: HnswGraph, truth: np.ndarray, queries: np.ndarray, k: int) -> None:
+    """Set the graph's search breadth to the smallest (doubling from the configured one) whose
+    recall@k on ``queries`` against ``truth`` (their exact top-k rows) reaches the target. Recall
+    depends on the geometry of the vectors, which no fixed setting suits: trained embeddings
+    cluster and a breadth of 64 is plenty; near-uniform ones need several hundred."""
+    params = graph.params
+    ef = params.ef_search
+    while True:
+        found = graph.search(queries, k, ef)
+        hits = [len(set(f) & set(t)) / max(1, len(t)) for f, t in zip(found, truth, strict=True)]
+        recall = float(np.mean(hits)) if hits else 1.0
+        if recall >= params.target_recall or ef >= params.max_ef_search:
+            graph.ef_search, graph.recall = ef, recall
+            return
+        ef = min(2 * ef, params.max_ef_search)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -21,10 +22,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from streamrec.retrieve.hnsw import HnswGraph, HnswParams
+from streamrec.retrieve.hnsw import HnswGraph, HnswParams, calibrate, exact_top
 from streamrec.retrieve.index import NEG_INF, ItemIndex
 
 log = logging.getLogger(__name__)
+CALIBRATION_QUERIES = 256
 
 Ranked = list[list[tuple[int, float]]]
 
@@ -34,6 +36,7 @@ class RetrievalConfig:
     method: str = "auto"  # exact | hnsw | auto (hnsw from ann_min_items on)
     ann_min_items: int = 20000
     rebuild_fraction: float = 0.05
+    k: int = 20  # list length the graph's recall is calibrated for
     hnsw: HnswParams = field(default_factory=HnswParams)
 
 
@@ -46,6 +49,9 @@ class RetrievalStats:
     graph_builds: int = 0
     graph_build_s: float = 0.0
     stale_rows: int = 0
+    ef_search: int = 0
+    recall_estimate: float = 0.0  # graph recall@k vs the exact scan on calibration queries
+    calibrated_on_live_users: int = 0  # 1 once calibrated on served user vectors, not proxies
 
 
 class Retriever:
@@ -57,6 +63,10 @@ class Retriever:
         # the index's change log (rows changed since the snapshot being built or served)
         self._pool: ThreadPoolExecutor | None = None
         self._building: Future[tuple[HnswGraph, float]] | None = None
+        self._calibrating: Future[None] | None = None
+        # A sample of served user vectors: calibration queries that look like real traffic.
+        self._recent: deque[np.ndarray] = deque(maxlen=CALIBRATION_QUERIES)
+        self._on_live = False
         self.stats = RetrievalStats()
 
     def wants_graph(self) -> bool:
@@ -91,7 +101,25 @@ class Retriever:
             self.stats.graph_builds += 1
             self.stats.graph_build_s = seconds
             self.stats.graph_items = graph.size
-            log.info("item graph ready: %d items, built in %.1f s", graph.size, seconds)
+            self._record_calibration()
+            log.info(
+                "item graph ready: %d items, built in %.1f s, ef_search %d, recall@%d %.3f",
+                graph.size,
+                seconds,
+                graph.ef_search,
+                self.config.k,
+                graph.recall,
+            )
+        if self._calibrating is not None and self._calibrating.done():
+            self._calibrating = None
+            self._record_calibration()
+        if (
+            self._graph is not None
+            and not self._on_live
+            and self._calibrating is None
+            and len(self._recent) == CALIBRATION_QUERIES
+        ):
+            self._start_calibration(self._graph)
         if not self.wants_graph() or self._building is not None:
             return
         limit = self.config.rebuild_fraction * len(self.index)
@@ -100,8 +128,45 @@ class Retriever:
             if block:
                 self.maintain(block=True)
 
+    def _record_calibration(self) -> None:
+        if self._graph is not None:
+            self.stats.ef_search = self._graph.ef_search
+            self.stats.recall_estimate = self._graph.recall
+            self.stats.calibrated_on_live_users = int(self._on_live)
+
+    def _queries(self, vectors: np.ndarray) -> tuple[np.ndarray, bool]:
+        """Calibration queries: served user vectors once there are enough, else catalog items
+        (a proxy: users are trained to point at the items they engage with)."""
+        if len(self._recent) == CALIBRATION_QUERIES:
+            return np.stack(self._recent), True
+        rng = np.random.default_rng(0)
+        pick = rng.choice(vectors.shape[0], min(CALIBRATION_QUERIES, vectors.shape[0]), False)
+        return vectors[pick], False
+
+    def _start_calibration(self, graph: HnswGraph) -> None:
+        """Re-measure the serving graph's recall on real traffic, off the serving thread."""
+        queries = np.stack(self._recent)
+        matrix = self.index.matrix.numpy()
+        bias = self.index.bias.numpy()
+        self._on_live = True
+        k = self.config.k
+
+        def run() -> None:
+            truth = exact_top(matrix, queries, k, bias)
+            calibrate(graph, truth, queries, k)
+            log.info(
+                "item graph recalibrated on served users: ef_search %d, recall@%d %.3f",
+                graph.ef_search,
+                k,
+                graph.recall,
+            )
+
+        assert self._pool is not None
+        self._calibrating = self._pool.submit(run)
+
     def _start_build(self) -> None:
         vectors, rows = self.index.snapshot()
+        queries, self._on_live = self._queries(vectors)
         # Changes from here on are relative to the new snapshot; the graph still serving is also
         # stale for what changed before it.
         self._stale |= self.index.take_changes()
@@ -109,9 +174,13 @@ class Retriever:
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="hnsw-build")
         params = self.config.hnsw
 
+        k = self.config.k
+
         def build() -> tuple[HnswGraph, float]:
             t0 = time.perf_counter()
-            return HnswGraph(vectors, rows, params), time.perf_counter() - t0
+            graph = HnswGraph(vectors, rows, params)
+            calibrate(graph, rows[exact_top(vectors, queries, k)], queries, k)
+            return graph, time.perf_counter() - t0
 
         self._building = self._pool.submit(build)
 
@@ -127,6 +196,8 @@ class Retriever:
     ) -> Ranked:
         self.maintain()
         b = user_vectors.shape[0]
+        if b and len(self._recent) < CALIBRATION_QUERIES:
+            self._recent.append(user_vectors[0].numpy().copy())
         if self._graph is None or b == 0:
             self.stats.exact_queries += b
             return self.index.topk(user_vectors, k, exclude_rows)

@@ -105,3 +105,37 @@ def test_exact_method_and_small_catalogs_never_build_a_graph():
     assert auto.graph_ready
     assert exact.topk(users[:3], 5) == index.topk(users[:3], 5)
     assert exact.stats.exact_queries == 3
+
+
+def test_search_breadth_is_calibrated_until_the_target_recall_is_met():
+    # Near-uniform vectors: the hardest geometry for a graph, where a fixed small breadth fails.
+    g = torch.Generator().manual_seed(6)
+    items = torch.randn(20000, D, generator=g)
+    users = torch.randn(200, D, generator=g)
+    index = ItemIndex(D)
+    for i in range(items.shape[0]):
+        index.upsert(f"i{i}", items[i], available=True)
+    fixed = HnswParams(m=8, ef_search=16, threads=1, target_recall=0.0)
+    tuned = HnswParams(m=8, ef_search=16, threads=1, target_recall=0.95)
+    got = {}
+    for name, params in (("fixed", fixed), ("tuned", tuned)):
+        r = Retriever(index, RetrievalConfig(method="hnsw", k=20, hnsw=params))
+        r.maintain(block=True)
+        got[name] = (recall_at_k(r.topk(users, 20), index.topk(users, 20)), r.stats)
+    assert got["fixed"][0] < 0.95 and got["fixed"][1].ef_search == 16
+    assert got["tuned"][0] >= 0.95 and got["tuned"][1].ef_search > 16
+    assert got["tuned"][1].recall_estimate >= 0.95
+
+
+def test_recall_is_remeasured_on_served_users_once_enough_were_seen():
+    items, users = clustered(3000, seed=7)
+    _, retriever = build(items)
+    assert retriever.stats.calibrated_on_live_users == 0
+    for u in range(256):
+        retriever.topk(users[u % 300 : u % 300 + 1], 10)
+    retriever.maintain()  # starts the re-measurement
+    assert retriever._calibrating is not None
+    retriever._calibrating.result()
+    retriever.maintain()
+    assert retriever.stats.calibrated_on_live_users == 1
+    assert retriever.stats.recall_estimate >= 0.95
