@@ -50,6 +50,39 @@ class FeatureLimits:
         return cls(fs.sequence_max, fs.purchased_max, fs.windows_s, fs.window_buckets)
 
 
+@dataclass(frozen=True, slots=True)
+class RecentEvents:
+    """A user's last events as of one moment. Taking it costs one slice; the model inputs are
+    built only when asked, because the hot path usually needs the newest event alone (an encoder
+    cache hit) and building a 99-event tail per event would cost more than the step itself."""
+
+    entries: tuple[SeqEntry, ...]  # the events, after their predecessor when one is stored
+    head_gap: float | None  # the first event's gap when no predecessor is stored (else None)
+
+    def __len__(self) -> int:
+        return len(self.entries) - (self.head_gap is None)
+
+    def newest(self) -> tuple[str, int, float]:
+        """(item id, type code, gap to its predecessor) of the newest event."""
+        e = self.entries
+        if len(e) == 1:
+            gap = self.head_gap if self.head_gap is not None else -1.0
+        else:
+            gap = _gap(e[-2][2], e[-1][2])
+        return e[-1][0], e[-1][1], gap
+
+    def tail(self) -> tuple[list[str], list[int], list[float]]:
+        """(item ids, type codes, gaps to their predecessor), oldest first."""
+        e = self.entries
+        if self.head_gap is None:
+            events = e[1:]
+            gaps = [_gap(e[i - 1][2], e[i][2]) for i in range(1, len(e))]
+        else:
+            events = e
+            gaps = [self.head_gap] + [_gap(e[i - 1][2], e[i][2]) for i in range(1, len(e))]
+        return [x[0] for x in events], [x[1] for x in events], gaps
+
+
 @dataclass
 class UserState:
     """Rolling state of one user. ``apply`` is the only mutator."""
@@ -133,16 +166,16 @@ class UserState:
                         out[i] += c[i]
         return out
 
+    def recent(self, n: int) -> RecentEvents:
+        """A snapshot of the last ``n`` events (one slice; see ``RecentEvents``)."""
+        start = max(0, len(self.seq) - n)
+        if start == 0:
+            return RecentEvents(tuple(self.seq), self.last_gap)
+        return RecentEvents(tuple(self.seq[start - 1 :]), None)
+
     def tail(self, n: int) -> tuple[list[str], list[int], list[float]]:
         """The last ``n`` events as (item ids, type codes, gaps to their predecessor)."""
-        start = max(0, len(self.seq) - n)
-        items = [e[0] for e in self.seq[start:]]
-        types = [e[1] for e in self.seq[start:]]
-        gaps = [
-            (self.last_gap if i == 0 else _gap(self.seq[i - 1][2], self.seq[i][2]))
-            for i in range(start, len(self.seq))
-        ]
-        return items, types, gaps
+        return self.recent(n).tail()
 
     # -- storage -------------------------------------------------------------------------------
 

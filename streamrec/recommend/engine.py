@@ -19,7 +19,7 @@ from encoders.checkpoint import TrainedModel
 from encoders.incremental import IncrementalEncoder, StepRequest
 from streamrec.events.schema import Event, Item
 from streamrec.features.popularity import DecayedPopularity
-from streamrec.features.user_state import UserState
+from streamrec.features.user_state import RecentEvents, UserState
 from streamrec.recommend.catalog import Catalog
 from streamrec.retrieve.hnsw import HnswParams
 from streamrec.retrieve.retriever import RetrievalConfig
@@ -36,9 +36,7 @@ class Job:
 
     event: Event
     position: int  # index of this event in the user's whole history
-    items: tuple[str, ...]  # the last events' item ids, ending with this event's
-    types: tuple[int, ...]
-    gaps: tuple[float, ...]
+    recent: RecentEvents  # the last context_events events, ending with this one
     purchased: frozenset[str]
 
 
@@ -116,15 +114,7 @@ class Recommender:
 
     def job(self, event: Event, state: UserState) -> Job:
         n = self.model.config.context_events if self.model is not None else 1
-        items, types, gaps = state.tail(n)
-        return Job(
-            event,
-            state.n_events - 1,
-            tuple(items),
-            tuple(types),
-            tuple(gaps),
-            frozenset(state.purchased),
-        )
+        return Job(event, state.n_events - 1, state.recent(n), frozenset(state.purchased))
 
     def recommend(
         self, jobs: Sequence[Job], now: float | None = None, fallback: bool = False
@@ -165,16 +155,19 @@ class Recommender:
     def _encode(self, jobs: Sequence[Job]) -> torch.Tensor:
         assert self.encoder is not None
         grew = len(self.catalog.index)
-        requests = [
-            StepRequest(
-                user_id=j.event.user_id,
-                position=j.position,
-                rows=[self.catalog.row_for_history(i) for i in j.items],
-                types=list(j.types),
-                gaps=list(j.gaps),
-            )
-            for j in jobs
-        ]
+        row_for = self.catalog.row_for_history
+        requests = []
+        for j in jobs:
+            user = j.event.user_id
+            if self.encoder.expects(user, j.position):
+                # A cache hit reads the newest event only (and nothing runs between this check
+                # and the step below that could evict the user).
+                item, code, gap = j.recent.newest()
+                requests.append(StepRequest(user, j.position, [row_for(item)], [code], [gap]))
+            else:
+                items, types, gaps = j.recent.tail()
+                rows = [row_for(i) for i in items]
+                requests.append(StepRequest(user, j.position, rows, types, gaps))
         if len(self.catalog.index) != grew:
             self._refresh_item_vectors()
         return self.encoder.step(requests)

@@ -119,3 +119,23 @@ def test_long_ids_roundtrip():
     s = UserState()
     s.apply(Event("e-long", "u", "é" * 300, "purchase", 1.7e9), LIM)
     assert UserState.from_bytes(s.to_bytes()) == s
+
+
+def test_recent_events_build_the_same_tail_lazily_at_every_length():
+    rng = random.Random(3)
+    s = UserState()
+    for i in range(20):
+        s.apply(e(i, rng.choice(["browse", "click", "purchase"]), ts=1.7e9 + i * i), LIM)
+        for n in (1, 2, 5, 8, 30):
+            recent = s.recent(n)
+            start = max(0, len(s.seq) - n)
+            want_gaps = [
+                s.last_gap if k == 0 else s.seq[k][2] - s.seq[k - 1][2]
+                for k in range(start, len(s.seq))
+            ]
+            items, types, gaps = recent.tail()
+            assert items == [x[0] for x in s.seq[start:]]
+            assert types == [x[1] for x in s.seq[start:]]
+            assert gaps == want_gaps
+            assert len(recent) == len(items)
+            assert recent.newest() == (items[-1], types[-1], gaps[-1])
