@@ -35,7 +35,7 @@ class HnswGraph:
         base.hnsw.efConstruction = params.ef_construction
         self._base = base
         self._index = faiss.IndexIDMap(base)
-        faiss.omp_set_num_threads(params.threads)
+        faiss.omp_set_num_threads(params.threads)  # OpenMP: for this (building) thread only
         self._index.add_with_ids(
             np.ascontiguousarray(vectors, dtype=np.float32), rows.astype(np.int64)
         )
@@ -81,3 +81,8 @@ def calibrate(graph: HnswGraph, truth: np.ndarray, queries: np.ndarray, k: int) 
             graph.ef_search, graph.recall = ef, recall
             return
         ef = min(2 * ef, params.max_ef_search)
+
+
+def set_search_threads(threads: int) -> None:
+    """OpenMP threads for searches issued from the calling thread (the serving loop)."""
+    faiss.omp_set_num_threads(threads)

@@ -12,6 +12,7 @@ answered exactly. ``ItemIndex.topk`` stays the reference the approximate path is
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -22,7 +23,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from streamrec.retrieve.hnsw import HnswGraph, HnswParams, calibrate, exact_top
+from streamrec.retrieve.hnsw import (
+    HnswGraph,
+    HnswParams,
+    calibrate,
+    exact_top,
+    set_search_threads,
+)
 from streamrec.retrieve.index import NEG_INF, ItemIndex
 
 log = logging.getLogger(__name__)
@@ -58,6 +65,7 @@ class Retriever:
     def __init__(self, index: ItemIndex, config: RetrievalConfig | None = None) -> None:
         self.index = index
         self.config = config or RetrievalConfig()
+        set_search_threads(self.config.hnsw.threads)
         self._graph: HnswGraph | None = None
         self._stale: set[int] = set()  # rows the live graph may hold outdated, in addition to
         # the index's change log (rows changed since the snapshot being built or served)
@@ -173,6 +181,9 @@ class Retriever:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="hnsw-build")
         params = self.config.hnsw
+        if self._graph is None:
+            # Nothing is served from a graph yet (the worker waits for it): build on every core.
+            params = replace(params, threads=max(params.threads, os.cpu_count() or 1))
 
         k = self.config.k
 
