@@ -24,6 +24,7 @@ import contextlib
 import multiprocessing as mp
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -377,12 +378,36 @@ def one_repeat(
         c = counters(worker)
         return c.get("events_in", 0) >= sent and len(recs) >= c.get("lists_out", 0) > 0
 
+    spy = None
+    if args.profile and r == 0:
+        worker.start()
+        spy = subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "py-spy"),
+                "record",
+                "--pid",
+                str(worker.ps.pid),
+                "--rate",
+                "200",
+                "--nonblocking",
+                "--format",
+                "raw",
+                "-o",
+                str(out / "profile.txt"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        worker.start = lambda: worker  # type: ignore[method-assign]  # started above
     seconds = drain(worker, col, drained, args.timeout)
     rep.drain["streamrec"] = sent / seconds
     lat, cpu, rss, lpe = rate_phase(ctx, worker, col, env, load, f"lr{r}")
     rep.latency["streamrec"], rep.cpu["streamrec"], rep.rss_mb["streamrec"] = lat, cpu, rss
     rep.lists_per_event = lpe
     rep.gauges = gauges(worker)
+    if spy is not None:
+        spy.send_signal(signal.SIGINT)
+        spy.wait(60)
     worker.stop()
     col.close()
     rep.state = state_on_disk(Path(live_s.app.datadir))
@@ -497,6 +522,11 @@ def main() -> int:
     ap.add_argument("--batch-wait-ms", type=float, default=5.0)
     ap.add_argument("--timeout", type=float, default=900.0, help="per drain, seconds")
     ap.add_argument("--out", default="var/bench/live")
+    ap.add_argument(
+        "--profile",
+        action="store_true",
+        help="py-spy the worker through the first repeat; prints where its time went",
+    )
     args = ap.parse_args()
     args.run = f"bench{int(time.time()) % 10**6}"
     out = (REPO / args.out / args.run).resolve()
@@ -532,6 +562,8 @@ def main() -> int:
                 f"{1e3 * float(np.percentile(rep.latency['streamrec'], 99)):.1f} ms"
             )
         report(reps, args)
+        if args.profile and (out / "profile.txt").exists():
+            print_profile(out / "profile.txt")
         (out / "results.json").write_bytes(
             orjson.dumps([vars(r) for r in reps], option=orjson.OPT_SERIALIZE_NUMPY)
         )
@@ -540,6 +572,33 @@ def main() -> int:
             broker.stop(started)
             shutil.rmtree(started, ignore_errors=True)
     return 0
+
+
+def print_profile(path: Path, top: int = 25) -> None:
+    """Where the worker's samples went: inclusive share per function (py-spy raw stacks)."""
+    inclusive: dict[str, int] = {}
+    own: dict[str, int] = {}
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        total += n
+        frames = [
+            f.split(" (")[0] + " (" + f.split(" (")[1].split(":")[0] + ")" if " (" in f else f
+            for f in stack.split(";")
+        ]
+        for f in set(frames):
+            inclusive[f] = inclusive.get(f, 0) + n
+        own[frames[-1]] = own.get(frames[-1], 0) + n
+    if not total:
+        return
+    print(f"\nprofile of the worker, first repeat ({total:,} samples; {path}):")
+    print("| function (file) | inclusive | self |")
+    print("|---|---|---|")
+    for f, n in sorted(inclusive.items(), key=lambda kv: -kv[1])[:top]:
+        print(f"| {f} | {100 * n / total:.1f}% | {100 * own.get(f, 0) / total:.1f}% |")
 
 
 def _send_items(s: Settings, items: list[dict[str, Any]]) -> None:
