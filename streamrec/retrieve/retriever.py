@@ -4,9 +4,10 @@ The graph covers a snapshot of the catalog and is rebuilt on a background thread
 changed since the snapshot (new items, new vectors, items made available again) are scanned
 exactly, so an update is listed at once and never through a stale vector. Graph candidates are
 re-scored from the live matrix, so unavailable and excluded items are filtered by the same bias
-and masks as the exact path. Each user's list is over-fetched by their exclusions plus a margin;
-a user left with fewer than ``k`` after filtering (most of their neighbourhood unavailable) is
-answered exactly. ``ItemIndex.topk`` stays the reference the approximate path is measured against.
+and masks as the exact path. Lists are over-fetched by a margin; a user left with fewer than ``k``
+after filtering is searched again with room for all their exclusions, and then, if most of their
+neighbourhood is unavailable, answered by a scan. ``ItemIndex.topk`` stays the reference the
+approximate path is measured against.
 """
 
 from __future__ import annotations
@@ -51,7 +52,8 @@ class RetrievalConfig:
 class RetrievalStats:
     exact_queries: int = 0
     ann_queries: int = 0
-    ann_fallbacks: int = 0  # users answered exactly after filtering left fewer than k
+    ann_retries: int = 0  # users searched again with room for all their exclusions
+    ann_fallbacks: int = 0  # users answered exactly after filtering still left fewer than k
     graph_items: int = 0
     graph_builds: int = 0
     graph_build_s: float = 0.0
@@ -213,8 +215,18 @@ class Retriever:
             self.stats.exact_queries += b
             return self.index.topk(user_vectors, k, exclude_rows)
         excl = list(exclude_rows) + [[] for _ in range(b - len(exclude_rows))]
-        out = self._ann(user_vectors, k, excl)
-        short = [i for i, row in enumerate(out) if len(row) < min(k, self.index.n_available)]
+        # Most of a user's exclusions (past purchases) are not among their best items, so the
+        # first search fetches a small margin only; users whose filtered list comes up short are
+        # searched again with room for all their exclusions, then scanned if still short.
+        out = self._ann(user_vectors, k, excl, k + max(1, k // 2))
+        short = self._short(out, k)
+        if short:
+            self.stats.ann_retries += len(short)
+            fetch = 2 * k + max(len(excl[i]) for i in short)
+            again = self._ann(user_vectors[short], k, [excl[i] for i in short], fetch)
+            for i, row in zip(short, again, strict=True):
+                out[i] = row
+            short = self._short(out, k)
         if short:
             # Most of these users' neighbourhood is filtered out; only a scan is sure.
             self.stats.ann_fallbacks += len(short)
@@ -224,10 +236,14 @@ class Retriever:
         self.stats.ann_queries += b
         return out
 
-    def _ann(self, users: Tensor, k: int, excl: list[Sequence[int]]) -> Ranked:
+    def _short(self, ranked: Ranked, k: int) -> list[int]:
+        want = min(k, self.index.n_available)
+        return [i for i, row in enumerate(ranked) if len(row) < want]
+
+    def _ann(self, users: Tensor, k: int, excl: list[Sequence[int]], fetch: int) -> Ranked:
         assert self._graph is not None
         matrix, bias = self.index.matrix, self.index.bias
-        fetch = min(2 * k + max(len(e) for e in excl), self._graph.size)
+        fetch = min(fetch, self._graph.size)
         cand = torch.from_numpy(self._graph.search(users.numpy(), fetch))  # [B, fetch]
         missing = cand < 0
         cand = cand.clamp_min(0)

@@ -139,3 +139,14 @@ def test_recall_is_remeasured_on_served_users_once_enough_were_seen():
     retriever.maintain()
     assert retriever.stats.calibrated_on_live_users == 1
     assert retriever.stats.recall_estimate >= 0.95
+
+
+def test_users_whose_best_items_are_excluded_are_searched_again_with_room_for_them():
+    items, users = clustered(5000, seed=8)
+    index, retriever = build(items)
+    exclude = [r for r in rows(index.topk(users, 15))]  # each user's own 15 best items
+    approx = retriever.topk(users, 20, exclude)
+    assert retriever.stats.ann_retries == users.shape[0]
+    assert recall_at_k(approx, index.topk(users, 20, exclude)) >= 0.95
+    for got, banned in zip(rows(approx), exclude, strict=True):
+        assert len(got) == 20 and not set(got) & set(banned)
