@@ -12,6 +12,9 @@ from streamrec.retrieve.index import ItemIndex
 from streamrec.retrieve.retriever import RetrievalConfig, Retriever
 
 
+EMBED_CHUNK = 65536
+
+
 class Catalog:
     def __init__(
         self,
@@ -77,4 +80,10 @@ class Catalog:
         if self.model is None:
             return None
         with torch.no_grad():
-            return self.model.item_vectors(ids, feats)
+            # In chunks: the tower's hidden layer is 4d wide, ~1 KB per item, so a million-item
+            # catalog in one call would peak at gigabytes.
+            parts = [
+                self.model.item_vectors(ids[i : i + EMBED_CHUNK], feats[i : i + EMBED_CHUNK])
+                for i in range(0, len(ids), EMBED_CHUNK)
+            ]
+        return torch.cat(parts) if parts else None
