@@ -8,6 +8,7 @@ import faust
 
 from streamrec.kafka.security import faust_credentials
 from streamrec.settings import Settings
+from streams.seek_first import SeekFirstConsumer
 
 
 def create_app(settings: Settings) -> faust.App:
@@ -16,7 +17,7 @@ def create_app(settings: Settings) -> faust.App:
     )
     a = settings.app
     Path(a.datadir).mkdir(parents=True, exist_ok=True)
-    return faust.App(
+    app = faust.App(
         a.id,
         broker=brokers,
         broker_credentials=faust_credentials(settings.kafka),
@@ -41,3 +42,7 @@ def create_app(settings: Settings) -> faust.App:
         stream_wait_empty=True,
         autodiscover=False,
     )
+    # Stream partitions flow only once seeked to their committed offsets (a Faust race loses
+    # and repeats events otherwise; see streams/seek_first.py).
+    app.transport.Consumer = SeekFirstConsumer  # type: ignore[misc]  # this app's transport only
+    return app

@@ -1,0 +1,351 @@
+"""The fault scenarios of issue 5, end to end on a real broker. Each returns a :class:`Result`
+with the figures (events replayed, lost, double-counted, recovery times); callers assert on it
+(tests/faults) or print it (bench/faults.py). Sizes are parameters: CI runs a few thousand
+events, the bench 100k and more.
+
+Every wait is on a condition with a deadline (``harness.WAIT_S``); recovery times are measured,
+never asserted on.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from streamrec.faults.harness import (
+    Background,
+    Comparison,
+    Expected,
+    FaultError,
+    OwnBroker,
+    WorkerProc,
+    Workers,
+    compare,
+    expected_of,
+    make_log,
+    make_settings,
+    produce,
+    read_lists,
+    read_tables,
+    remove_datadir,
+    sample_users,
+    served,
+    wait_drained,
+    worker_settings,
+)
+from streamrec.features.user_state import FeatureLimits
+from streamrec.settings import Settings
+from streams.topics import create_topics
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class Result:
+    scenario: str
+    events: int  # records replayed to the event topics (redeliveries included)
+    distinct: int  # distinct event ids among them
+    comparison: Comparison | None = None
+    not_served: int = 0  # sampled users no live worker served with the right counts
+    checked_served: int = 0
+    recovery_s: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    failed_steps: list[str] = field(default_factory=list)  # intermediate checks that failed
+
+    @property
+    def lost(self) -> int:
+        return self.comparison.lost if self.comparison else -1
+
+    @property
+    def double(self) -> int:
+        return self.comparison.double if self.comparison else -1
+
+    @property
+    def ok(self) -> bool:
+        return (
+            self.comparison is not None
+            and self.comparison.ok
+            and self.not_served == 0
+            and not self.failed_steps
+        )
+
+    def describe(self) -> str:
+        rec = ", ".join(f"{k} {v:.1f} s" for k, v in self.recovery_s.items())
+        cmp = self.comparison.describe() if self.comparison else "no comparison"
+        lines = [
+            f"{self.scenario}: {self.events} events ({self.distinct} distinct); {cmp}",
+            f"  served {self.checked_served - self.not_served}/{self.checked_served}; {rec}",
+            *(f"  {n}" for n in self.notes),
+            *(f"  FAILED STEP {n}" for n in self.failed_steps),
+        ]
+        return "\n".join(lines)
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+def _name(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def _distinct(events: list[dict[str, Any]]) -> int:
+    return len({e["event_id"] for e in events})
+
+
+def _check(
+    s: Settings,
+    exp: Expected,
+    live: list[WorkerProc],
+    sample: int,
+    result: Result,
+    lists: bool = True,
+) -> Comparison:
+    """Compare the drained tables (changelog) and lists with ``exp``; sample HTTP serving."""
+    tables = read_tables(s)
+    cmp = compare(exp, tables, s.features.sequence_max, read_lists(s) if lists else None)
+    users = sample_users(exp, sample)
+    bad, examples = served(live, exp, users)
+    result.checked_served += len(users)
+    result.not_served += bad
+    result.notes.extend(examples[:5])
+    return cmp
+
+
+def kill9_restart(
+    bootstrap: str,
+    workdir: Path,
+    n_events: int = 3000,
+    n_users: int = 300,
+    *,
+    rate: float | None = None,
+    kill_at: float = 0.3,
+    partitions: int = 2,
+    sample: int = 200,
+    progress: bool = False,
+    log: Log = _quiet,
+) -> Result:
+    """``kill -9`` the worker once it has taken in ``kill_at`` of the log while the log is still
+    being replayed, restart it on the same local state, re-send the first tenth of the log (a
+    producer's redelivery: must count nothing), and compare the final tables and lists."""
+    s = make_settings(bootstrap, _name("f9"), workdir / "w1", partitions=partitions)
+    create_topics(s)
+    events = make_log(n_events, n_users, seed=1)
+    redeliver = events[: len(events) // 10]
+    exp = expected_of(events + redeliver, s)
+    result = Result("kill -9 + restart", len(events) + len(redeliver), _distinct(events))
+    with Workers(workdir) as ws:
+        w = ws.start(s, "worker")
+        w.wait_healthy()
+        bg = Background(s, events, progress, rate)
+        bg.start()
+        before = w.wait_counter("events_in", int(len(events) * kill_at))
+        w.kill9()
+        log(f"killed the worker (-9) after >= {before} events in; restarting it")
+        if not bg.is_alive():
+            result.notes.append("the producer had finished before the kill")
+        w2 = ws.start(s, "worker-restarted")
+        result.recovery_s["ready after restart"] = w2.wait_healthy()
+        bg.result()
+        produce(s, redeliver)
+        wait_drained(s, ws, progress=progress)
+        result.recovery_s["caught up after restart"] = time.monotonic() - w2.started_at
+        result.comparison = _check(s, exp, [w2], sample, result)
+        after = w2.counters()
+        result.notes.append(
+            f"restarted worker: events_in {after.get('events_in', 0)}, "
+            f"duplicates {after.get('events_duplicate', 0)}"
+        )
+    return result
+
+
+def broker_restart(
+    workdir: Path,
+    n_events: int = 3000,
+    n_users: int = 300,
+    *,
+    down_s: float = 5.0,
+    partitions: int = 2,
+    sample: int = 200,
+    progress: bool = False,
+    log: Log = _quiet,
+) -> Result:
+    """On a broker of its own: stop the broker (SIGTERM) while the worker is working through
+    the first half of the log, keep it down ``down_s`` (the fault's length, not a wait on
+    anything), start it again on the same data, send the second half; the worker must reconnect
+    and catch up with nothing lost."""
+    b = OwnBroker(workdir / "kafka")
+    bootstrap = b.start()
+    try:
+        s = make_settings(bootstrap, _name("fb"), workdir / "w1", partitions=partitions)
+        create_topics(s)
+        events = make_log(n_events, n_users, seed=2)
+        first, second = events[: len(events) // 2], events[len(events) // 2 :]
+        exp = expected_of(events, s)
+        result = Result("broker restart", len(events), _distinct(events))
+        with Workers(workdir) as ws:
+            w = ws.start(s, "worker")
+            w.wait_healthy()
+            produce(s, first, progress)
+            w.wait_counter("events_in", len(first) // 4)
+            b.stop()
+            log(f"broker stopped; worker events_in was >= {len(first) // 4}")
+            time.sleep(down_s)  # the outage itself
+            w.check_alive()
+            t_up = time.monotonic()
+            result.recovery_s["broker back"] = b.restart()
+            produce(s, second, progress)
+            wait_drained(s, ws, progress=progress)
+            result.recovery_s["caught up after broker restart"] = time.monotonic() - t_up
+            w.check_alive()
+            w.wait_healthy()
+            result.comparison = _check(s, exp, [w], sample, result)
+        return result
+    finally:
+        b.close()
+
+
+def scale_out_in(
+    bootstrap: str,
+    workdir: Path,
+    n_events: int = 4000,
+    n_users: int = 300,
+    *,
+    partitions: int = 4,
+    sample: int = 200,
+    progress: bool = False,
+    log: Log = _quiet,
+) -> Result:
+    """Two workers in one group on ``partitions``-partition topics: a second worker joins while
+    events flow; it leaves gracefully (SIGTERM) while events flow; a third joins; then the first
+    is killed (-9) while events flow. After each step every sampled user must be served (over
+    HTTP, by the worker that owns it now) with the reference's counts, and the tables must equal
+    the reference of the log so far."""
+    s1 = make_settings(bootstrap, _name("fs"), workdir / "w1", partitions=partitions)
+    create_topics(s1)
+    events = make_log(n_events, n_users, seed=3)
+    q = len(events) // 4
+    chunks = [events[:q], events[q : 2 * q], events[2 * q : 3 * q], events[3 * q :]]
+    result = Result("2 workers: join, leave, kill -9", len(events), _distinct(events))
+
+    def step(label: str, upto: int, ws: Workers) -> None:
+        wait_drained(s1, ws, progress=progress, desc=label)
+        exp = expected_of(events[:upto], s1)
+        cmp = _check(s1, exp, ws.live, sample, result, lists=False)
+        log(f"{label}: {cmp.describe()}")
+        if not cmp.ok:
+            result.failed_steps.append(f"{label}: {cmp.describe()}")
+
+    with Workers(workdir) as ws:
+        w1 = ws.start(s1, "worker-1")
+        w1.wait_healthy()
+        produce(s1, chunks[0], progress)
+        step("one worker", q, ws)
+
+        # join while events flow; the rest of the chunk once both serve
+        half = len(chunks[1]) // 2
+        bg = Background(s1, chunks[1][:half], progress, rate=None)
+        w2 = ws.start(worker_settings(s1, workdir / "w2"), "worker-2")
+        bg.start()
+        result.recovery_s["join: ready"] = w2.wait_healthy()
+        bg.result()
+        w1.wait_healthy()
+        produce(s1, chunks[1][half:], progress)
+        step("second worker joined", 2 * q, ws)
+        if not w2.counters().get("events_in"):
+            result.failed_steps.append("worker-2 took no events after joining")
+
+        # graceful leave while events flow
+        bg = Background(s1, chunks[2], progress, rate=None)
+        bg.start()
+        t_leave = time.monotonic()
+        w2.stop()
+        bg.result()
+        step("worker-2 left (SIGTERM)", 3 * q, ws)
+        result.recovery_s["graceful leave: caught up"] = time.monotonic() - t_leave
+
+        # a third joins; then kill -9 the first while events flow
+        w3 = ws.start(worker_settings(s1, workdir / "w3"), "worker-3")
+        w3.wait_healthy()
+        w1.wait_healthy()
+        base = w1.counters().get("events_in", 0)
+        bg = Background(s1, chunks[3], progress, rate=None)
+        bg.start()
+        try:
+            w1.wait_counter("events_in", base + max(1, len(chunks[3]) // (2 * partitions)), 120)
+        except FaultError:
+            result.notes.append("worker-1 took no events of the last chunk before the kill")
+        t_kill = time.monotonic()
+        w1.kill9()
+        bg.result()
+        step("worker-1 killed (-9)", len(events), ws)
+        result.recovery_s["kill -9: caught up"] = time.monotonic() - t_kill
+        exp = expected_of(events, s1)
+        result.comparison = compare(exp, read_tables(s1), s1.features.sequence_max, read_lists(s1))
+    return result
+
+
+def lost_local_state(
+    bootstrap: str,
+    workdir: Path,
+    n_events: int = 3000,
+    n_users: int = 300,
+    *,
+    partitions: int = 2,
+    sample: int = 200,
+    progress: bool = False,
+    log: Log = _quiet,
+) -> Result:
+    """Process most of the log, stop the worker, delete its RocksDB directory, start it again:
+    it must rebuild every user from the changelog topic (HTTP answers equal to the changelog's
+    records), then take the rest of the log plus a redelivery of its first tenth (counted once:
+    the de-duplication state came back too)."""
+    s = make_settings(bootstrap, _name("fl"), workdir / "w1", partitions=partitions)
+    create_topics(s)
+    events = make_log(n_events, n_users, seed=4)
+    cut = len(events) * 9 // 10
+    head, tail = events[:cut], events[cut:]
+    redeliver = events[: len(events) // 10]
+    exp = expected_of(events + redeliver, s)
+    result = Result("local state deleted", len(events) + len(redeliver), _distinct(events))
+    with Workers(workdir) as ws:
+        w = ws.start(s, "worker")
+        w.wait_healthy()
+        produce(s, head, progress)
+        wait_drained(s, ws, progress=progress)
+        if w.stop() != 0:
+            result.notes.append(f"worker exited with {w.proc and w.proc.returncode} on SIGTERM")
+        before = read_tables(s)
+        remove_datadir(s)
+        log(f"deleted {s.app.datadir}; restarting")
+        w2 = ws.start(s, "worker-rebuilt")
+        result.recovery_s["ready after state loss"] = w2.wait_healthy()
+        # the rebuilt table, over HTTP, is the changelog's, record for record
+        limits = FeatureLimits.from_settings(s.features)
+        users = sorted(before)
+        mismatched = []
+        for user in users:
+            status, body = w2.get(f"/users/{user}/")
+            want = {"user_id": user, "found": True, **before[user].summary(limits)}
+            if status != 200 or body != _jsonish(want):
+                mismatched.append(user)
+        result.checked_served += len(users)
+        result.not_served += len(mismatched)
+        if mismatched:
+            result.notes.append(f"rebuilt users differing from the changelog: {mismatched[:5]}")
+        produce(s, tail + redeliver, progress)
+        wait_drained(s, ws, progress=progress)
+        result.recovery_s["caught up after state loss"] = time.monotonic() - w2.started_at
+        result.comparison = _check(s, exp, [w2], sample, result)
+    return result
+
+
+def _jsonish(value: Any) -> Any:
+    """``value`` as it comes back from a JSON round trip (tuples as lists)."""
+    return orjson.loads(orjson.dumps(value))
