@@ -110,7 +110,7 @@ def main() -> int:
     ap.add_argument("--k", type=int, default=20)
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--m", type=int, default=32)
-    ap.add_argument("--ef-construction", type=int, default=100)
+    ap.add_argument("--ef-construction", type=int, default=200)
     ap.add_argument("--ef-search", type=int, default=64)
     ap.add_argument(
         "--checkpoint", action="append", default=[], help="a trained model (repeatable)"

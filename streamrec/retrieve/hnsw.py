@@ -17,7 +17,7 @@ import numpy as np
 @dataclass(frozen=True)
 class HnswParams:
     m: int = 32  # graph degree: memory ~ 2*m*4 bytes per item on top of the vectors
-    ef_construction: int = 100
+    ef_construction: int = 200
     ef_search: int = 64  # starting breadth; calibration raises it to meet target_recall
     threads: int = 1
     target_recall: float = 0.95
