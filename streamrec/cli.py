@@ -123,12 +123,67 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from streamrec.quality import evaluate_checkpoint, format_table
 
     s = _settings(args)
+    if args.data_root:
+        s = s.replace(data={"root": args.data_root})
+    if args.online:
+        return _evaluate_online(args, s)
     ds = load_dataset(args.dataset, args.format, root=args.data_root or s.data.root, min_events=3)
     exclude = not args.keep_history and ds.exclude_history
     rows = evaluate_checkpoint(ds, Path(args.checkpoint or s.model.checkpoint), exclude)
     print(format_table(ds, rows))
     print(f"\nhistory {'removed' if exclude else 'kept'} from the ranking")
     return 0
+
+
+def _evaluate_online(args: argparse.Namespace, s: Settings) -> int:
+    from streamrec.online.run import OnlineConfig, describe, run_online
+
+    cfg = OnlineConfig(
+        dataset=args.dataset,
+        fmt=args.format,
+        out=Path(args.out or f"var/online/{Path(args.dataset).name}"),
+        fit_fraction=args.fit_fraction,
+        train_minutes=args.train_minutes,
+        retrain=args.retrain,
+        rate=args.rate,
+        keep_topics=args.keep_topics,
+        nice=args.nice,
+    )
+    result = run_online(cfg, s)
+    print(describe(result))
+    print(f"\nresults: {cfg.out / 'online.json'}")
+    return 0
+
+
+def cmd_backfill(args: argparse.Namespace) -> int:
+    from streamrec.backfill import BackfillPlan, run_backfill
+
+    s = _settings(args)
+    plan = BackfillPlan(
+        live=s,
+        new_app_id=args.app_id,
+        new_datadir=args.datadir or f"var/{args.app_id}",
+        checkpoint=s.model.checkpoint if args.checkpoint is None else args.checkpoint,
+        shadow_topic=args.shadow_topic or "",
+        web_port=args.web_port,
+        max_lag=args.max_lag,
+        stop_timeout_s=args.stop_timeout,
+    )
+    if plan.new_app_id == s.app.id:
+        print("error: --app-id must differ from the live app's id (app.id)", file=sys.stderr)
+        return 2
+    logs = Path(plan.new_datadir).parent / f"{plan.new_app_id}.backfill.log"
+    run_backfill(plan, logs, Path(args.state) if args.state else None, say=_say)
+    if not args.serve:
+        return 0
+    from streams.run import run_worker
+
+    _say(f"serving: app {plan.new_app_id!r} on {s.topics.recommendations}")
+    return run_worker(plan.serving_settings())
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)  # operators (and tests) follow the phases as they happen
 
 
 def cmd_recs(args: argparse.Namespace) -> int:
@@ -236,7 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.set_defaults(func=cmd_train)
 
     ev = sub.add_parser(
-        "evaluate", help="leave-one-out full-ranking HR/NDCG@10,50 of a checkpoint on a dataset"
+        "evaluate",
+        help="leave-one-out HR/NDCG@10,50 of a checkpoint; --online: prequential, on the broker",
     )
     ev.add_argument("dataset", help="a dataset name under data.root, or a file with --format")
     ev.add_argument(
@@ -245,7 +301,47 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--checkpoint", help="checkpoint directory (default: model.checkpoint)")
     ev.add_argument("--data-root", help="overrides data.root")
     ev.add_argument("--keep-history", action="store_true", help="rank seen items too")
+    on = ev.add_argument_group(
+        "online (prequential) evaluation, on the broker of the settings (docs/benchmarks.md)"
+    )
+    on.add_argument(
+        "--online",
+        action="store_true",
+        help="fit on the earlier part of time, replay the log through real workers and score "
+        "each later event against the list shown before it",
+    )
+    on.add_argument("--out", help="checkpoints, worker state and results (var/online/DATASET)")
+    on.add_argument("--fit-fraction", type=float, default=0.75, help="share of events fit on")
+    on.add_argument("--train-minutes", type=float, default=4.0, help="per model")
+    on.add_argument("--retrain", action="store_true", help="fit again even if checkpoints exist")
+    on.add_argument("--rate", type=float, default=400.0, help="replay events/s")
+    on.add_argument("--nice", type=int, default=0, help="niceness of the worker processes")
+    on.add_argument("--keep-topics", action="store_true")
     ev.set_defaults(func=cmd_evaluate)
+
+    bf = sub.add_parser(
+        "backfill",
+        help="rebuild a new app's state from the retained topics, then cut over (docs/backfill.md)",
+    )
+    bf.add_argument("--app-id", required=True, help="the new app id (fresh tables, changelogs)")
+    bf.add_argument("--datadir", help="the new app's state directory (default var/APP_ID)")
+    bf.add_argument("--checkpoint", help="the new app's model (default: model.checkpoint)")
+    bf.add_argument("--web-port", type=int, default=0, help="new app's (default app.web_port+1)")
+    bf.add_argument("--shadow-topic", help="catch-up output (default RECS.backfill.APP_ID)")
+    bf.add_argument(
+        "--max-lag", type=int, default=0, help="events behind the input end that count as caught up"
+    )
+    bf.add_argument("--state", help="write the hand-over offsets to this JSON file")
+    bf.add_argument(
+        "--stop-timeout",
+        type=float,
+        default=3600.0,
+        help="seconds to wait for the live app to stop",
+    )
+    bf.add_argument(
+        "--serve", action="store_true", help="after the cutover, run the new app's worker here"
+    )
+    bf.set_defaults(func=cmd_backfill)
 
     rc = sub.add_parser("recs", help="the latest list published for a user")
     rc.add_argument("user")

@@ -11,7 +11,6 @@ from streamrec.events.schema import Item
 from streamrec.retrieve.index import ItemIndex
 from streamrec.retrieve.retriever import RetrievalConfig, Retriever
 
-
 EMBED_CHUNK = 65536
 
 

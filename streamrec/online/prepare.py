@@ -1,0 +1,110 @@
+"""The fit side of online evaluation: a time split of a dataset and the models fit before it.
+
+The split is by event time, not per user: everything before ``split_ts`` is history the models
+are trained on (and that warms the workers' state), everything from it on is the evaluation
+window. ``split_ts`` is the time by which ``fit_fraction`` of the events had happened, so a few
+outlying early timestamps (Taobao has some) do not move it.
+
+Two checkpoints are fit with the project's own training code and preset: the model as served,
+and the same model without event-type inputs (trained on the log with every type alike, then
+made type-blind at serving, see ``make_type_blind``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from encoders.checkpoint import TrainedModel, save_checkpoint
+from encoders.presets import PRESETS
+from encoders.train import train_model
+from streamrec.datasets.base import Dataset, Sequences
+
+log = logging.getLogger(__name__)
+
+
+def split_time(ds: Dataset, fit_fraction: float) -> float:
+    """The event time by which ``fit_fraction`` of the dataset's events had happened."""
+    if not 0.0 < fit_fraction < 1.0:
+        raise ValueError(f"fit_fraction must be in (0, 1), got {fit_fraction}")
+    times = sorted(ts for seq in ds.sequences.values() for _, _, ts in seq)
+    if not times:
+        raise ValueError(f"{ds.name}: no events")
+    return times[min(int(len(times) * fit_fraction), len(times) - 1)]
+
+
+def fit_part(sequences: Sequences, split_ts: float) -> Sequences:
+    """Every user's events before split_ts (users with none are left out)."""
+    out: Sequences = {}
+    for user, seq in sequences.items():
+        head = [e for e in seq if e[2] < split_ts]
+        if head:
+            out[user] = head
+    return out
+
+
+def catalog(ds: Dataset) -> dict[str, dict[str, Any]]:
+    """The item catalog the workers are given (items topic) and the models are trained with.
+
+    The workers list only items they have a catalog record for, and a record needs a category and
+    a price. Public logs have no prices (and trivago no categories), so every item gets price 0
+    and its category or ""; training sees exactly these records, so item vectors at serving are
+    the ones trained. Every item of the log is listed from the start (existence only)."""
+    out: dict[str, dict[str, Any]] = {}
+    for seq in ds.sequences.values():
+        for item, _, _ in seq:
+            if item not in out:
+                category = ds.items.get(item, {}).get("category")
+                out[item] = {
+                    "item_id": item,
+                    "category": category if isinstance(category, str) else "",
+                    "price": 0.0,
+                    "title": "",
+                    "available": True,
+                }
+    return out
+
+
+def make_type_blind(trained: TrainedModel) -> TrainedModel:
+    """The model with every event-type embedding set to the one it was trained with (code 0).
+
+    A model trained on an untyped log has only ever seen type 0; the worker passes the real
+    types, which would index embeddings that training never touched. Making all rows equal makes
+    the served model ignore types exactly, with no change to the worker."""
+    emb = trained.model.user_tower.type_emb.weight
+    with torch.no_grad():
+        emb[1:] = emb[0]
+    return dataclasses.replace(trained, model_version=f"{trained.model_version}-untyped")
+
+
+def train_checkpoint(
+    sequences: Sequences,
+    ds: Dataset,
+    out: Path,
+    minutes: float,
+    preset: str = "streamrec",
+    seed: int = 0,
+    untyped: bool = False,
+    progress: bool = True,
+) -> TrainedModel:
+    """Train the preset on ``sequences`` (for at most about ``minutes``) and save it to out."""
+    chosen = PRESETS[preset]
+    tc = dataclasses.replace(chosen.train, seed=seed, max_minutes=minutes, num_threads=1)
+    items = catalog(ds)
+    if not ds.items:
+        tc = dataclasses.replace(tc, id_dropout=0.0)  # as bench/quality.py: ids are all there is
+    if untyped:
+        sequences = {u: [(i, 0, ts) for i, _, ts in s] for u, s in sequences.items()}
+    trained = train_model(sequences, items, chosen.encoder, tc, progress=progress)
+    if untyped:
+        trained = make_type_blind(trained)
+    trained.metadata.setdefault("training", {}).update(
+        dataset=ds.name, preset=preset, untyped=untyped, online_fit=True
+    )
+    save_checkpoint(out, trained)
+    log.info("saved %s to %s", trained.model_version, out)
+    return trained

@@ -1,0 +1,340 @@
+"""Online (prequential) evaluation on the real broker: `streamrec evaluate DATASET --online`.
+
+1. Split the dataset by time (streamrec.online.prepare); fit the served model and its untyped
+   variant on the earlier part with the project's training code (or reuse checkpoints from an
+   earlier run in the same output folder).
+2. Start real `streamrec worker` processes, one app each, all consuming the same input topics
+   (made for this run): the typed model, the untyped model, and a worker without a checkpoint
+   (it serves rolling, time-decayed popularity). Each app has its own output topic.
+3. Replay the whole log, in time order and at a fixed rate, with `streamrec replay`'s code: the
+   fit part warms the workers' user state, the rest is the evaluation window.
+4. Wait until every app has committed the whole input, read the output topics, and score each
+   evaluation event against the list shown before it (streamrec.online.scoring). The frozen
+   lists are the typed worker's last lists before the window.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from tqdm import tqdm
+
+from streamrec.datasets import load_dataset
+from streamrec.datasets.base import Dataset
+from streamrec.features.user_state import UserState, event_id_hash
+from streamrec.kafka import groups
+from streamrec.kafka.broker import free_port
+from streamrec.online import scoring
+from streamrec.online.prepare import catalog, fit_part, split_time, train_checkpoint
+from streamrec.replay import replay
+from streamrec.replay_sources import open_source
+from streamrec.settings import Settings
+from streamrec.worker_process import WorkerProcess
+from streams.topics import create_topics
+
+log = logging.getLogger(__name__)
+
+LIVE, FROZEN, POPULARITY, UNTYPED = "live", "frozen", "popularity", "live, untyped"
+# The worker apps of one run: name -> checkpoint sub-folder ("" = none: popularity).
+APPS = {"typed": "typed", "untyped": "untyped", "popularity": ""}
+
+
+@dataclass
+class OnlineConfig:
+    dataset: str
+    out: Path
+    fmt: str | None = None
+    fit_fraction: float = 0.75
+    train_minutes: float = 4.0
+    retrain: bool = False
+    rate: float = 400.0  # events/s of the replay; below what the workers sustain, see docs
+    partitions: int = 2
+    timeout_s: float = 3600.0
+    keep_topics: bool = False
+    progress: bool = True
+    nice: int = 0  # niceness of the worker processes
+
+
+@dataclass
+class OnlineResult:
+    dataset: str
+    split_ts: float
+    events: int
+    eval_events: int
+    tallies: dict[str, dict[str, scoring.Tally]]
+    reordered: dict[str, int] = field(default_factory=dict)
+    lists: dict[str, int] = field(default_factory=dict)  # lists each app published
+    applied: dict[str, int] = field(default_factory=dict)  # events each app's changelog shows
+    replay_events_per_s: float = 0.0
+
+    def table(self) -> str:
+        return scoring.format_table(self.tallies, LIVE, FROZEN)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "dataset": self.dataset,
+            "split_ts": self.split_ts,
+            "events": self.events,
+            "eval_events": self.eval_events,
+            "reordered_lists": self.reordered,
+            "lists": self.lists,
+            "applied": self.applied,
+            "replay_events_per_s": self.replay_events_per_s,
+            "metrics": {
+                name: {
+                    kind: {
+                        "n": t.n,
+                        "bought_before": t.bought_before,
+                        **{f"hr@{k}": t.hr(k) for k in scoring.KS},
+                        **{f"ndcg@{k}": t.ndcg(k) for k in scoring.KS},
+                    }
+                    for kind, t in per_kind.items()
+                }
+                for name, per_kind in self.tallies.items()
+            },
+            "lift_hr@20": {
+                kind: scoring.lift(self.tallies, kind, LIVE, FROZEN) for kind in scoring.KINDS
+            },
+        }
+
+
+def prepare_checkpoints(cfg: OnlineConfig, settings: Settings) -> tuple[Dataset, float]:
+    """Train (or reuse) the typed and untyped checkpoints; returns the dataset and split time."""
+    ds = load_dataset(cfg.dataset, cfg.fmt, root=settings.data.root)
+    split_ts = split_time(ds, cfg.fit_fraction)
+    fit = fit_part(ds.sequences, split_ts)
+    for name, untyped in (("typed", False), ("untyped", True)):
+        out = cfg.out / name
+        if (out / "model.json").exists() and not cfg.retrain:
+            log.info("reusing the checkpoint in %s (--retrain to fit it again)", out)
+            continue
+        log.info(
+            "fitting the %s model on %s before %.0f (%.1f min)",
+            name,
+            ds.name,
+            split_ts,
+            cfg.train_minutes,
+        )
+        train_checkpoint(fit, ds, out, cfg.train_minutes, untyped=untyped, progress=cfg.progress)
+    return ds, split_ts
+
+
+def app_settings(
+    base: Settings, run: str, app: str, checkpoint: str, datadir: Path, partitions: int
+) -> Settings:
+    """One worker app of the run: shared input topics, its own id, state and output topic."""
+    return base.replace(
+        topics={
+            "browse": f"{run}.browse",
+            "click": f"{run}.click",
+            "purchase": f"{run}.purchase",
+            "items": f"{run}.items",
+            "recommendations": f"{run}.{app}.recommendations",
+            "dlq": f"{run}.dlq",
+            "partitions": partitions,
+        },
+        app={
+            "id": f"{run}.{app}",
+            "datadir": str(datadir),
+            "web_port": free_port(),
+            "web_host": "127.0.0.1",
+        },
+        model={"checkpoint": checkpoint},
+        recs={"k": max(scoring.KS)},
+    )
+
+
+def read_raw(settings: Settings, topic: str) -> list[tuple[bytes | None, bytes | None]]:
+    """Every (key, value) of topic up to its current end, partition by partition in offset order
+    (a user's records are all in one partition, so their order is the order they were written)."""
+    client = settings.kafka_client_config()
+    consumer = KafkaConsumer(**client, group_id=None, enable_auto_commit=False)
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        end = consumer.end_offsets(tps)
+        out: list[tuple[bytes | None, bytes | None]] = []
+        while any(consumer.position(tp) < end[tp] for tp in tps):
+            for records in consumer.poll(timeout_ms=500).values():
+                out.extend((r.key, r.value) for r in records)
+        return out
+    finally:
+        consumer.close()
+
+
+def read_lists(settings: Settings, topic: str) -> list[dict[str, Any]]:
+    """The published lists of an output topic, in emission order per user."""
+    return [orjson.loads(v) for _, v in read_raw(settings, topic) if v is not None]
+
+
+def read_applied(settings: Settings) -> list[tuple[str, int]]:
+    """(user id, event-id hash) of every event the app applied, in the order it applied them,
+    from its users-table changelog: each write there is the state after exactly one new event,
+    appended last to the stored sequence."""
+    out: list[tuple[str, int]] = []
+    for key, value in read_raw(settings, f"{settings.app.id}-users-changelog"):
+        if key is None or not value:
+            continue
+        seq = UserState.from_bytes(value).seq
+        if seq:
+            out.append((key.decode(), seq[-1][3]))
+    return out
+
+
+def run_online(cfg: OnlineConfig, settings: Settings) -> OnlineResult:
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    ds, split_ts = prepare_checkpoints(cfg, settings)
+    source = open_source(cfg.dataset, cfg.fmt, root=settings.data.root)
+    events_iter, _ = source.events("time")
+    events = list(events_iter)
+    replayed = scoring.index_events(events, split_ts)
+
+    run = f"online.{source.tag}.{uuid.uuid4().hex[:8]}"
+    apps = {
+        app: app_settings(
+            settings,
+            run,
+            app,
+            str(cfg.out / ckpt) if ckpt else "",
+            cfg.out / "state" / run / app,
+            cfg.partitions,
+        )
+        for app, ckpt in APPS.items()
+    }
+    first = next(iter(apps.values()))
+    for s in apps.values():
+        create_topics(s)
+    # The catalog goes first, so every worker has it (health waits for it) before any event.
+    replay(
+        [],
+        first.kafka_client_config(),
+        items=list(catalog(ds).values()),
+        items_topic=first.topics.items,
+        progress=False,
+    )
+    workers = {
+        app: WorkerProcess(s, cfg.out / "logs" / f"{run}.{app}.log", nice=cfg.nice)
+        for app, s in apps.items()
+    }
+    try:
+        for w in workers.values():
+            w.start()
+        for w in workers.values():
+            w.wait_healthy()
+        log.info(
+            "replaying %d events of %s at %.0f events/s into %s.*",
+            len(events),
+            source.tag,
+            cfg.rate,
+            run,
+        )
+        summary = replay(
+            events,
+            first.kafka_client_config(),
+            first.topics.event_topics(),
+            rate=cfg.rate,
+            progress=cfg.progress,
+            total=len(events),
+        )
+        inputs = list(first.topics.event_topics().values())
+        for app, s in apps.items():
+            with tqdm(
+                total=summary.events_sent,
+                desc=f"processed ({app})",
+                unit="ev",
+                disable=not cfg.progress,
+                dynamic_ncols=True,
+            ) as bar:
+
+                def show(p: groups.Progress, bar: Any = bar) -> None:
+                    bar.n = summary.events_sent - p.lag
+                    bar.refresh()
+
+                groups.wait_for(
+                    first.kafka_client_config(),
+                    s.app.id,
+                    inputs,
+                    timeout_s=cfg.timeout_s,
+                    on_poll=show,
+                    alive=workers[app].alive,
+                )
+    finally:
+        for w in workers.values():
+            w.stop()
+    published = {app: read_lists(s, s.topics.recommendations) for app, s in apps.items()}
+    applied = {app: read_applied(s) for app, s in apps.items()}
+    if not cfg.keep_topics:
+        _delete_topics(
+            first,
+            [
+                *first.topics.event_topics().values(),
+                first.topics.items,
+                first.topics.dlq,
+                *(s.topics.recommendations for s in apps.values()),
+                *(f"{s.app.id}-users-changelog" for s in apps.values()),
+            ],
+        )
+    # The workers' local state is rebuilt from the changelogs anyway; it is only this run's.
+    shutil.rmtree(cfg.out / "state" / run, ignore_errors=True)
+    by_hash = {(u, event_id_hash(eid)): pos for eid, (u, pos) in replayed.position_of.items()}
+    hist = {
+        app: scoring.histories(
+            recs, replayed.position_of, scoring.processing_order(applied[app], by_hash)
+        )
+        for app, recs in published.items()
+    }
+    typed = hist["typed"]
+    systems = {
+        LIVE: scoring.live(typed),
+        FROZEN: scoring.frozen(typed, replayed.first_target),
+        POPULARITY: scoring.live(hist["popularity"]),
+        UNTYPED: scoring.live(hist["untyped"]),
+    }
+    tallies = scoring.score(replayed.targets, systems, warm=systems[FROZEN])
+    result = OnlineResult(
+        source.tag,
+        split_ts,
+        len(events),
+        len(replayed.targets),
+        tallies,
+        reordered={app: sum(h.reordered for h in hs.values()) for app, hs in hist.items()},
+        lists={app: sum(len(h.lists) for h in hs.values()) for app, hs in hist.items()},
+        applied={app: len(a) for app, a in applied.items()},
+        replay_events_per_s=summary.events_per_s,
+    )
+    (cfg.out / "online.json").write_bytes(
+        orjson.dumps(result.to_dict(), option=orjson.OPT_INDENT_2)
+    )
+    return result
+
+
+def _delete_topics(settings: Settings, topics: list[str]) -> None:
+    admin = KafkaAdminClient(**settings.kafka_client_config(), client_id="streamrec-online")
+    try:
+        admin.delete_topics(topics)
+    except Exception as exc:  # leftovers are harmless; say so rather than fail the run
+        log.warning("could not delete the run's topics (%s)", exc)
+    finally:
+        admin.close()
+
+
+def describe(result: OnlineResult) -> str:
+    lines = [
+        f"{result.dataset}: {result.events:,} events replayed, {result.eval_events:,} in the "
+        f"evaluation window (from ts {result.split_ts:.0f})",
+        result.table(),
+        "events processed after a later event of the same user (of all processed), per app: "
+        + ", ".join(
+            f"{a} {n:,} of {result.applied.get(a, 0):,}" for a, n in result.reordered.items()
+        ),
+        "lists published per app: " + ", ".join(f"{a} {n:,}" for a, n in result.lists.items()),
+    ]
+    return "\n".join(lines)
