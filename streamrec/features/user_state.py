@@ -14,10 +14,14 @@ crash's redelivered tail is counted once. (Floors are per type because the three
 consumed independently: across them a user's events may arrive out of time order.) The price: a
 new event that its producer emits later than an older-stamped event of the same type that has
 already left the kept sequence is not counted.
+
+The sequence is kept in event-time order: an event read after a later-stamped one (from another
+topic) is inserted where it belongs, and the encoder rebuilds that user's state.
 """
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import struct
 from dataclasses import dataclass, field
@@ -113,7 +117,13 @@ class UserState:
             return False
         code = event.type_code
         self.n_events += 1
-        self.seq.append((event.item_id, code, event.ts, event_id_hash(event.event_id)))
+        entry = (event.item_id, code, event.ts, event_id_hash(event.event_id))
+        if self.seq and event.ts < self.seq[-1][2]:
+            # Each event type has its own topic, so a user's events can be read out of order:
+            # keep the sequence in event time (ties in arrival order), as the model was trained.
+            self.seq.insert(bisect.bisect_right(self.seq, event.ts, key=_ts), entry)
+        else:
+            self.seq.append(entry)
         if len(self.seq) > limits.sequence_max:
             drop = len(self.seq) - limits.sequence_max
             self.last_gap = _gap(self.seq[drop - 1][2], self.seq[drop][2])
@@ -240,6 +250,10 @@ class UserState:
             "first_ts": self.first_ts,
             "last_ts": self.last_ts,
         }
+
+
+def _ts(entry: SeqEntry) -> float:
+    return entry[2]
 
 
 def _gap(prev_ts: float, ts: float) -> float:

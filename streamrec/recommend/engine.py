@@ -36,8 +36,11 @@ class Job:
 
     event: Event
     position: int  # index of this event in the user's whole history
-    recent: RecentEvents  # the last context_events events, ending with this one
+    recent: RecentEvents  # the user's last context_events events, in event time
     purchased: frozenset[str]
+    # The event went in before the user's newest (it was read after a later-stamped event of
+    # another type): the user's cached encoder state no longer describes a prefix of the sequence.
+    reordered: bool = False
 
 
 def retrieval_config(settings: Settings) -> RetrievalConfig:
@@ -114,7 +117,14 @@ class Recommender:
 
     def job(self, event: Event, state: UserState) -> Job:
         n = self.model.config.context_events if self.model is not None else 1
-        return Job(event, state.n_events - 1, state.recent(n), frozenset(state.purchased))
+        recent = state.recent(n)
+        return Job(
+            event,
+            state.n_events - 1,
+            recent,
+            frozenset(state.purchased),
+            reordered=not state.is_newest(event),
+        )
 
     def recommend(
         self, jobs: Sequence[Job], now: float | None = None, fallback: bool = False
@@ -156,6 +166,11 @@ class Recommender:
         assert self.encoder is not None
         grew = len(self.catalog.index)
         row_for = self.catalog.row_for_history
+        for j in jobs:
+            if j.reordered:
+                # Before any request is built: an earlier job of this user in the batch must not
+                # count on the cache either.
+                self.encoder.evict(j.event.user_id)
         requests = []
         for j in jobs:
             user = j.event.user_id

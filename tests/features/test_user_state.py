@@ -139,3 +139,13 @@ def test_recent_events_build_the_same_tail_lazily_at_every_length():
             assert gaps == want_gaps
             assert len(recent) == len(items)
             assert recent.newest() == (items[-1], types[-1], gaps[-1])
+
+
+def test_events_read_out_of_time_order_are_kept_in_event_time():
+    s = UserState()
+    for i in (0, 1, 4, 2, 3, 5):  # a later event was read before two earlier ones
+        assert s.apply(e(i, ts=1.7e9 + 60 * i), LIM)
+    assert [x[0] for x in s.seq] == [f"i{i}" for i in range(6)]
+    assert s.tail(8)[2] == [-1.0] + [60.0] * 5
+    assert not s.apply(e(2, ts=1.7e9 + 120), LIM)  # still recognised when redelivered
+    assert s.is_newest(e(5, ts=1.7e9 + 300)) and not s.is_newest(e(3, ts=1.7e9 + 180))

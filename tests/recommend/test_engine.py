@@ -139,3 +139,27 @@ def test_fallback_serves_popularity_with_a_model_loaded(trained):
     assert {r["source"] for r in out} == {"popularity"}
     assert {r["model_version"] for r in out} == {"popularity"}
     assert out[0]["items"][0]["item_id"] == "i5"
+
+
+def test_events_read_out_of_time_order_are_served_as_the_time_ordered_history(trained):
+    # Each type has its own topic: a user's click can be read after their later browse.
+    model, items = trained
+    catalog = [Item(i, v["category"], v["price"], v["title"]) for i, v in items.items()]
+    types = ["browse", "click", "browse", "purchase"]
+    events = [
+        Event(f"e{n}", "u", f"i{(7 * n) % 30}", types[n % 4], 1.7e9 + 10 * n) for n in range(14)
+    ]
+    read = [*events[:10], events[12], events[10], events[11], events[13]]  # within the context
+
+    def last_list(order):
+        rec = Recommender(settings(), model)
+        rec.upsert_items(catalog)
+        out = None
+        for job in feed(rec, order):
+            out = rec.recommend([job])[-1]
+        return out
+
+    want, got = last_list(events), last_list(read)
+    assert [x["item_id"] for x in got["items"]] == [x["item_id"] for x in want["items"]]
+    for x, y in zip(got["items"], want["items"], strict=True):
+        assert abs(x["score"] - y["score"]) < 1e-4
