@@ -8,6 +8,9 @@ One run, per repeat, on fresh topics and fresh consumer groups:
   4. events are produced at a fixed rate (default 1,000/s) into the running worker
      -> event -> list latency p50 / p99 / p99.9, the worker's CPU and resident memory;
   5. the pass-through agent gets the same fixed-rate load on its own topics (its latency floor).
+Then, in the same run, the per-event costs behind it: the incremental encoder step vs a full
+re-encode (bench/encoder.py) and the exact scan vs the HNSW graph at this catalog size
+(bench/retrieval.py).
 Producer and consumer are separate processes; latency is the consumer's arrival time minus the
 event time the producer stamped just before sending. At the end: per-user state on disk (the
 RocksDB records) and in memory (the encoder cache), and medians (min-max) over repeats.
@@ -523,6 +526,12 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=900.0, help="per drain, seconds")
     ap.add_argument("--out", default="var/bench/live")
     ap.add_argument(
+        "--no-core",
+        dest="core",
+        action="store_false",
+        help="skip the encoder and retrieval micro-benchmarks printed after the table",
+    )
+    ap.add_argument(
         "--profile",
         action="store_true",
         help="py-spy the worker through the first repeat; prints where its time went",
@@ -562,6 +571,8 @@ def main() -> int:
                 f"{1e3 * float(np.percentile(rep.latency['streamrec'], 99)):.1f} ms"
             )
         report(reps, args)
+        if args.core:
+            core_costs(args)
         if args.profile and (out / "profile.txt").exists():
             print_profile(out / "profile.txt")
         (out / "results.json").write_bytes(
@@ -572,6 +583,21 @@ def main() -> int:
             broker.stop(started)
             shutil.rmtree(started, ignore_errors=True)
     return 0
+
+
+def core_costs(args: argparse.Namespace) -> None:
+    """The per-event costs behind the table, measured in this run: the incremental step vs a full
+    re-encode (bench/encoder.py) and the exact scan vs the graph at this catalog size
+    (bench/retrieval.py)."""
+    for argv in (
+        ["bench/encoder.py", "--repeats", "5"],
+        ["bench/retrieval.py", "--sizes", str(args.items), "--users", "256", "--repeats", "5"],
+    ):
+        log(f"core costs: {' '.join(argv)}")
+        done = subprocess.run(
+            [sys.executable, *argv], cwd=REPO, capture_output=True, text=True, check=False
+        )
+        print(done.stdout.rstrip() or done.stderr[-2000:])
 
 
 def print_profile(path: Path, top: int = 25) -> None:
