@@ -161,7 +161,10 @@ class Worker:
         self.users[key] = state.to_bytes()
         self.recommender.observe(parsed)
         self.metrics.inc("events_accepted")
-        await self.batcher.submit((self.recommender.job(parsed, state), event))
+        job = self.recommender.job(parsed, state)
+        if job.reordered:
+            self.metrics.inc("events_reordered")  # read after a later-stamped event: a rebuild
+        await self.batcher.submit((job, event))
 
     async def _seed_popularity(self) -> None:
         """Popularity lives in memory; once the tables are recovered, seed it from the users'
