@@ -479,6 +479,9 @@ def report(reps: list[Repeat], args: argparse.Namespace) -> None:
     per_user = g.get("encoder_cache_bytes_budget", 0.0) / cap if cap else 0.0
     print("\nlast repeat, worker internals:")
     for k in (
+        "events_in_total",
+        "events_reordered_total",
+        "lists_out_total",
         "encoder_cache_hits",
         "encoder_cache_misses",
         "encoder_cache_cached_users",
@@ -488,6 +491,10 @@ def report(reps: list[Repeat], args: argparse.Namespace) -> None:
         "retrieval_ann_fallbacks",
         "retrieval_graph_items",
         "retrieval_graph_build_s",
+        "retrieval_ef_search",
+        "retrieval_recall_estimate",
+        'batch_ms{quantile="0.5"}',
+        'batch_size{quantile="0.5"}',
     ):
         if k in g:
             print(f"  {k}: {g[k]:,.1f}")
