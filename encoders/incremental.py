@@ -31,8 +31,8 @@ REBUILD_CHUNK = 256
 class StepRequest:
     """One new event of one user. ``rows``/``types``/``gaps`` describe the user's last
     min(position+1, context_events) events, oldest first, ending with the new event; only the
-    new event is used on a cache hit, all of them on a rebuild. When ``expects()`` said the
-    request will hit, the newest event alone is enough."""
+    new event is used on a cache hit, all of them on a rebuild. A request that will hit
+    (``cached_position()`` is one behind it) may carry the newest event alone."""
 
     user_id: str
     position: int  # 0-based index of the new event in the user's WHOLE history
@@ -95,11 +95,11 @@ class IncrementalEncoder:
         self._stats.cached_users = len(self._slot_of)
         return CacheStats(**vars(self._stats))
 
-    def expects(self, user_id: str, position: int) -> bool:
-        """True when the user's cached state is exactly one event behind ``position``: their next
-        ``step`` request is a hit and needs only its newest event (``rows[-1]`` etc.)."""
+    def cached_position(self, user_id: str) -> int | None:
+        """Position of the newest event the user's cached state describes (None: not cached).
+        A request at exactly one past it is a hit and needs only its newest event."""
         slot = self._slot_of.get(user_id)
-        return slot is not None and int(self._meta[slot, 0]) == position - 1
+        return None if slot is None else int(self._meta[slot, 0])
 
     def evict(self, user_id: str) -> bool:
         slot = self._slot_of.pop(user_id, None)

@@ -159,6 +159,15 @@ class UserState:
 
     # -- reads ---------------------------------------------------------------------------------
 
+    def position_of(self, event: Event) -> int | None:
+        """Where an applied event sits in the user's whole history (event-time order); None once
+        it has left the kept sequence."""
+        h = event_id_hash(event.event_id)
+        for i in range(len(self.seq) - 1, -1, -1):
+            if self.seq[i][3] == h:
+                return self.n_events - len(self.seq) + i
+        return None
+
     def is_newest(self, event: Event) -> bool:
         """True when ``event`` is the user's most recent applied event."""
         return bool(self.seq) and self.seq[-1][3] == event_id_hash(event.event_id)

@@ -38,9 +38,13 @@ class Job:
     position: int  # index of this event in the user's whole history
     recent: RecentEvents  # the user's last context_events events, in event time
     purchased: frozenset[str]
-    # The event went in before the user's newest (it was read after a later-stamped event of
-    # another type): the user's cached encoder state no longer describes a prefix of the sequence.
-    reordered: bool = False
+    # Where this event went in the user's history: before ``position`` when it was read after a
+    # later-stamped event of another type (then cached encoder state past it is stale).
+    inserted_at: int
+
+    @property
+    def reordered(self) -> bool:
+        return self.inserted_at < self.position
 
 
 def retrieval_config(settings: Settings) -> RetrievalConfig:
@@ -117,13 +121,13 @@ class Recommender:
 
     def job(self, event: Event, state: UserState) -> Job:
         n = self.model.config.context_events if self.model is not None else 1
-        recent = state.recent(n)
+        at = state.position_of(event)
         return Job(
             event,
             state.n_events - 1,
-            recent,
+            state.recent(n),
             frozenset(state.purchased),
-            reordered=not state.is_newest(event),
+            inserted_at=-1 if at is None else at,
         )
 
     def recommend(
@@ -144,8 +148,8 @@ class Recommender:
             lists = [self._popular(jobs[i]) for i in final]
             source = "popularity"
         else:
-            vectors = self._encode(jobs)
-            lists = self._rank(vectors[final], [jobs[i] for i in final])
+            vectors = self._encode(jobs, final)
+            lists = self._rank(vectors, [jobs[i] for i in final])
             source = "model"
         emitted = time.time() if now is None else now
         return [
@@ -162,30 +166,52 @@ class Recommender:
             for i, items in zip(final, lists, strict=True)
         ]
 
-    def _encode(self, jobs: Sequence[Job]) -> torch.Tensor:
+    def _encode(self, jobs: Sequence[Job], final: Sequence[int]) -> torch.Tensor:
+        """One vector per user of the batch (``final``: index of each user's last job), after
+        their newest event. Only the events new since a user's cached state are stepped, in event
+        time, from the last job's view of the sequence, so events of one batch read out of order
+        cost nothing extra. The state is rebuilt from that view when an event of the batch went in
+        at or before what the cache already holds, or there is no usable cache."""
         assert self.encoder is not None
+        enc = self.encoder
         grew = len(self.catalog.index)
         row_for = self.catalog.row_for_history
-        for j in jobs:
-            if j.reordered:
-                # Before any request is built: an earlier job of this user in the batch must not
-                # count on the cache either.
-                self.encoder.evict(j.event.user_id)
-        requests = []
+        first_insert: dict[str, int] = {}
         for j in jobs:
             user = j.event.user_id
-            if self.encoder.expects(user, j.position):
-                # A cache hit reads the newest event only (and nothing runs between this check
-                # and the step below that could evict the user).
-                item, code, gap = j.recent.newest()
-                requests.append(StepRequest(user, j.position, [row_for(item)], [code], [gap]))
+            first_insert[user] = min(first_insert.get(user, j.inserted_at), j.inserted_at)
+        requests: list[StepRequest] = []
+        last_request = []
+        for i in final:
+            j = jobs[i]
+            user = j.event.user_id
+            cached = enc.cached_position(user)
+            new = 0 if cached is None else j.position - cached
+            if cached is not None and cached < first_insert[user] and 0 < new <= len(j.recent):
+                if new == 1:
+                    item, code, gap = j.recent.newest()
+                    requests.append(StepRequest(user, j.position, [row_for(item)], [code], [gap]))
+                else:
+                    items, types, gaps = j.recent.tail()
+                    for k in range(new, 0, -1):  # one request per new event, oldest first
+                        requests.append(
+                            StepRequest(
+                                user,
+                                j.position - k + 1,
+                                [row_for(items[-k])],
+                                [types[-k]],
+                                [gaps[-k]],
+                            )
+                        )
             else:
+                enc.evict(user)  # so the request below rebuilds, whatever the cache held
                 items, types, gaps = j.recent.tail()
-                rows = [row_for(i) for i in items]
+                rows = [row_for(x) for x in items]
                 requests.append(StepRequest(user, j.position, rows, types, gaps))
+            last_request.append(len(requests) - 1)
         if len(self.catalog.index) != grew:
             self._refresh_item_vectors()
-        return self.encoder.step(requests)
+        return enc.step(requests)[last_request]
 
     def _rank(self, vectors: torch.Tensor, jobs: Sequence[Job]) -> list[list[tuple[str, float]]]:
         index = self.catalog.index

@@ -163,3 +163,36 @@ def test_events_read_out_of_time_order_are_served_as_the_time_ordered_history(tr
     assert [x["item_id"] for x in got["items"]] == [x["item_id"] for x in want["items"]]
     for x, y in zip(got["items"], want["items"], strict=True):
         assert abs(x["score"] - y["score"]) < 1e-4
+
+
+def test_events_out_of_order_within_a_batch_are_stepped_in_event_time_without_a_rebuild(trained):
+    model, items = trained
+    catalog = [Item(i, v["category"], v["price"], v["title"]) for i, v in items.items()]
+    events = [Event(f"e{n}", "u", f"i{(5 * n) % 30}", "click", 1.7e9 + 10 * n) for n in range(11)]
+
+    def fresh():
+        rec = Recommender(settings(), model)
+        rec.upsert_items(catalog)
+        return rec
+
+    rec = fresh()
+    state = UserState()
+    for e in events[:8]:  # a warm cache: one rebuild, then steps
+        state.apply(e, LIMITS)
+        rec.recommend([rec.job(e, state)])
+    misses = rec.encoder.stats.misses
+    batch = []
+    for e in (events[9], events[8], events[10]):  # e9 read before e8, all in one batch
+        state.apply(e, LIMITS)
+        batch.append(rec.job(e, state))
+    assert [j.reordered for j in batch] == [False, True, False]
+    got = rec.recommend(batch)[-1]
+    assert rec.encoder.stats.misses == misses  # three steps in event time, no rebuild
+
+    ref = fresh()
+    want = None
+    for job in feed(ref, events):
+        want = ref.recommend([job])[-1]
+    assert [x["item_id"] for x in got["items"]] == [x["item_id"] for x in want["items"]]
+    for x, y in zip(got["items"], want["items"], strict=True):
+        assert abs(x["score"] - y["score"]) < 1e-4
