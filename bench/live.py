@@ -157,8 +157,12 @@ class Collector:
 
     def close(self) -> None:
         self.stop_event.set()
-        self.pump(1.0)
-        self.proc.join(10)
+        deadline = time.monotonic() + 15
+        while self.proc.is_alive() and time.monotonic() < deadline:
+            self.pump(0.2)  # keep reading: its queue must drain before it can exit
+        if self.proc.is_alive():
+            self.proc.terminate()
+        self.proc.join(5)
 
 
 # -- the apps under test ---------------------------------------------------------------------------
