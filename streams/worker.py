@@ -151,8 +151,8 @@ class Worker:
         state = UserState.from_bytes(self.users.get(key))
         if not state.apply(parsed, self.feature_limits):
             self.metrics.inc("events_duplicate")
-            if state.is_newest(parsed):
-                # The user's newest event, redelivered after a crash: its list may never have
+            if state.is_last_applied(parsed):
+                # The event applied last, redelivered after a crash: its list may never have
                 # been published, so publish it again (the output topic keeps the latest anyway).
                 await self.batcher.submit((self.recommender.job(parsed, state), event))
             else:

@@ -189,7 +189,7 @@ class Comparison:
     lost: int = 0
     double: int = 0
     other_mismatches: int = 0  # same events counted, but last_ts / purchased differ
-    lists_missing: int = 0  # users without a list for their newest applied event
+    lists_missing: int = 0  # users without a list for the event applied last
     examples: list[str] = field(default_factory=list)
 
     @property
@@ -239,11 +239,11 @@ def compare(
             )
         if lists is not None and user in exp.users and g.seq:
             rec = lists.get(user)
-            if rec is None or event_id_hash(str(rec.get("event_id"))) != g.seq[-1][3]:
+            if rec is None or event_id_hash(str(rec.get("event_id"))) != g.last_applied:
                 c.lists_missing += 1
                 c.examples.append(
                     f"{user}: latest list is for {rec and rec.get('event_id')!r}, not for the "
-                    "newest applied event"
+                    "event applied last"
                 )
     return c
 

@@ -32,7 +32,8 @@ from streamrec.settings import FeatureSettings
 
 N_TYPES = len(EVENT_TYPES)
 PURCHASE = EVENT_TYPE_CODE["purchase"]
-MAGIC = b"U1"
+MAGIC = b"U2"  # U1 records (no last_applied) are still read
+MAGIC_V1 = b"U1"
 
 SeqEntry = tuple[str, int, float, int]  # (item id, type code, ts, event-id digest)
 
@@ -101,6 +102,9 @@ class UserState:
     purchased: list[str] = field(default_factory=list)
     first_ts: float = 0.0
     last_ts: float = 0.0
+    # Digest of the event applied last (not always the newest in event time): a redelivery of it
+    # may never have had its list published.
+    last_applied: int = 0
 
     # -- updates -------------------------------------------------------------------------------
 
@@ -117,7 +121,8 @@ class UserState:
             return False
         code = event.type_code
         self.n_events += 1
-        entry = (event.item_id, code, event.ts, event_id_hash(event.event_id))
+        self.last_applied = event_id_hash(event.event_id)
+        entry = (event.item_id, code, event.ts, self.last_applied)
         if self.seq and event.ts < self.seq[-1][2]:
             # Each event type has its own topic, so a user's events can be read out of order:
             # keep the sequence in event time (ties in arrival order), as the model was trained.
@@ -168,9 +173,9 @@ class UserState:
                 return self.n_events - len(self.seq) + i
         return None
 
-    def is_newest(self, event: Event) -> bool:
-        """True when ``event`` is the user's most recent applied event."""
-        return bool(self.seq) and self.seq[-1][3] == event_id_hash(event.event_id)
+    def is_last_applied(self, event: Event) -> bool:
+        """True when ``event`` is the one applied last (a redelivery of it may lack its list)."""
+        return self.n_events > 0 and self.last_applied == event_id_hash(event.event_id)
 
     def window_counts(self, window_s: int, now: float, limits: FeatureLimits) -> list[int]:
         """Events per type in the last ``window_s`` seconds of event time (bucket resolution)."""
@@ -215,13 +220,14 @@ class UserState:
         out += _U16.pack(len(self.purchased))
         for item in self.purchased:
             _put_str(out, item)
+        out += _U64.pack(self.last_applied)
         return bytes(out)
 
     @classmethod
     def from_bytes(cls, raw: bytes | None) -> UserState:
         if not raw:
             return cls()
-        if raw[:2] != MAGIC:
+        if raw[:2] not in (MAGIC, MAGIC_V1):
             raise ValueError(f"not a user-state record (starts with {raw[:2]!r})")
         r = _Reader(raw, 2)
         n_events, last_gap, first_ts, last_ts = r.unpack(_HEAD)
@@ -239,9 +245,15 @@ class UserState:
                 buckets[b] = list(c)
             windows.append(buckets)
         purchased = [r.string() for _ in range(r.unpack(_U16)[0])]
+        last_applied = seq[-1][3] if seq else 0  # U1: the newest kept event stands in
+        if raw[:2] == MAGIC:
+            last_applied = r.unpack(_U64)[0]
         if r.pos != len(raw):
             raise ValueError(f"user-state record has {len(raw) - r.pos} trailing bytes")
-        return cls(n_events, seq, last_gap, floors, counts, windows, purchased, first_ts, last_ts)
+        return cls(
+            n_events, seq, last_gap, floors, counts, windows, purchased, first_ts, last_ts,
+            last_applied,
+        )  # fmt: skip
 
     def summary(self, limits: FeatureLimits) -> dict[str, Any]:
         """A readable view (CLI, web, tests)."""
@@ -275,6 +287,7 @@ _HEAD = struct.Struct("<Qddd")
 _COUNTS = struct.Struct(f"<{N_TYPES}Q")
 _FLOORS = struct.Struct(f"<{N_TYPES}d")
 _SEQ = struct.Struct("<BdQ")
+_U64 = struct.Struct("<Q")
 _BUCKET = struct.Struct(f"<q{N_TYPES}I")
 _U16 = struct.Struct("<H")
 _U8 = struct.Struct("<B")

@@ -178,14 +178,14 @@ def read_lists(settings: Settings, topic: str) -> list[dict[str, Any]]:
 def read_applied(settings: Settings) -> list[tuple[str, int]]:
     """(user id, event-id hash) of every event the app applied, in the order it applied them,
     from its users-table changelog: each write there is the state after exactly one new event,
-    appended last to the stored sequence."""
+    whose digest the state keeps as ``last_applied`` (the sequence itself is in event time)."""
     out: list[tuple[str, int]] = []
     for key, value in read_raw(settings, f"{settings.app.id}-users-changelog"):
         if key is None or not value:
             continue
-        seq = UserState.from_bytes(value).seq
-        if seq:
-            out.append((key.decode(), seq[-1][3]))
+        state = UserState.from_bytes(value)
+        if state.n_events:
+            out.append((key.decode(), state.last_applied))
     return out
 
 

@@ -148,4 +148,16 @@ def test_events_read_out_of_time_order_are_kept_in_event_time():
     assert [x[0] for x in s.seq] == [f"i{i}" for i in range(6)]
     assert s.tail(8)[2] == [-1.0] + [60.0] * 5
     assert not s.apply(e(2, ts=1.7e9 + 120), LIM)  # still recognised when redelivered
-    assert s.is_newest(e(5, ts=1.7e9 + 300)) and not s.is_newest(e(3, ts=1.7e9 + 180))
+    assert s.is_last_applied(e(5, ts=1.7e9 + 300)) and not s.is_last_applied(e(3, ts=1.7e9 + 180))
+
+
+def test_records_round_trip_and_version_1_records_are_still_read():
+    s = UserState()
+    for i in (0, 2, 1):
+        s.apply(e(i, "purchase" if i == 1 else "click"), LIM)
+    back = UserState.from_bytes(s.to_bytes())
+    assert back == s and back.is_last_applied(e(1))
+    # a U1 record (before last_applied was stored): the newest kept event stands in for it
+    v1 = b"U1" + s.to_bytes()[2:-8]
+    old = UserState.from_bytes(v1)
+    assert old.seq == s.seq and old.last_applied == s.seq[-1][3]
