@@ -38,9 +38,11 @@ def test_topics_replay_worker_and_recs(kafka_bootstrap, unique_name, tmp_path):
     s = make_settings(kafka_bootstrap, unique_name("cli"), tmp_path, partitions=3)
     out = cli(s, "topics", "create")
     assert out.returncode == 0, out.stderr
-    assert out.stdout.count("created") == 6
+    # the 3 event topics, items, recommendations, dlq and the users table's changelog
+    assert out.stdout.count("created") == 7
+    assert f"created  {s.app.id}-users-changelog" in out.stdout
     again = cli(s, "topics", "create")
-    assert again.stdout.count("exists") == 6  # idempotent
+    assert again.stdout.count("exists") == 7  # idempotent
 
     world = generate(GeneratorConfig(n_users=40, n_items=60, days=2, seed=3))
     write_items(tmp_path / "items.jsonl", world.items)
