@@ -101,6 +101,20 @@ class IncrementalEncoder:
         slot = self._slot_of.get(user_id)
         return None if slot is None else int(self._meta[slot, 0])
 
+    def rewind_one(self, user_id: str) -> bool:
+        """Forget the user's newest cached event, so the next request may be at that position
+        again (an event that belongs just before it arrived late). Exact: the ring still holds
+        the W-1 positions before it, which is all a step at that position attends to, and the
+        step overwrites the forgotten event's slot. False when there is nothing to rewind."""
+        slot = self._slot_of.get(user_id)
+        if slot is None:
+            return False
+        position, start = (int(v) for v in self._meta[slot])
+        if position <= start:
+            return False  # it describes a single event: nothing would be left
+        self._meta[slot, 0] = position - 1
+        return True
+
     def evict(self, user_id: str) -> bool:
         slot = self._slot_of.pop(user_id, None)
         if slot is None:

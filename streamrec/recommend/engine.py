@@ -170,8 +170,9 @@ class Recommender:
         """One vector per user of the batch (``final``: index of each user's last job), after
         their newest event. Only the events new since a user's cached state are stepped, in event
         time, from the last job's view of the sequence, so events of one batch read out of order
-        cost nothing extra. The state is rebuilt from that view when an event of the batch went in
-        at or before what the cache already holds, or there is no usable cache."""
+        cost nothing extra, and one that belongs just before the newest stepped event rewinds the
+        cache by one. The state is rebuilt from that view when an event of the batch went in
+        further back than that, or there is no usable cache."""
         assert self.encoder is not None
         enc = self.encoder
         grew = len(self.catalog.index)
@@ -186,6 +187,9 @@ class Recommender:
             j = jobs[i]
             user = j.event.user_id
             cached = enc.cached_position(user)
+            if cached is not None and cached == first_insert[user] and enc.rewind_one(user):
+                # The late event belongs just before the newest stepped one: re-step from there.
+                cached -= 1
             new = 0 if cached is None else j.position - cached
             if cached is not None and cached < first_insert[user] and 0 < new <= len(j.recent):
                 if new == 1:

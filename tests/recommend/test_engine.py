@@ -196,3 +196,37 @@ def test_events_out_of_order_within_a_batch_are_stepped_in_event_time_without_a_
     assert [x["item_id"] for x in got["items"]] == [x["item_id"] for x in want["items"]]
     for x, y in zip(got["items"], want["items"], strict=True):
         assert abs(x["score"] - y["score"]) < 1e-4
+
+
+def test_a_late_event_just_before_the_newest_stepped_one_rewinds_the_cache_instead_of_rebuilding(
+    trained,
+):
+    model, items = trained
+    catalog = [Item(i, v["category"], v["price"], v["title"]) for i, v in items.items()]
+    events = [Event(f"e{n}", "u", f"i{(5 * n) % 30}", "click", 1.7e9 + 10 * n) for n in range(10)]
+
+    def fresh():
+        rec = Recommender(settings(), model)
+        rec.upsert_items(catalog)
+        return rec
+
+    rec = fresh()
+    state = UserState()
+    read = [*events[:7], events[8], events[7], events[9]]  # e7 read after e8, in its own batch
+    for e in read[:8]:
+        state.apply(e, LIMITS)
+        rec.recommend([rec.job(e, state)])
+    misses = rec.encoder.stats.misses
+    got = None
+    for e in read[8:]:
+        state.apply(e, LIMITS)
+        got = rec.recommend([rec.job(e, state)])[-1]
+    assert rec.encoder.stats.misses == misses  # rewound by one and re-stepped, no rebuild
+
+    ref = fresh()
+    want = None
+    for job in feed(ref, events):
+        want = ref.recommend([job])[-1]
+    assert [x["item_id"] for x in got["items"]] == [x["item_id"] for x in want["items"]]
+    for x, y in zip(got["items"], want["items"], strict=True):
+        assert abs(x["score"] - y["score"]) < 1e-4
