@@ -19,9 +19,7 @@ import asyncio
 import dataclasses
 import logging
 import os
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +33,6 @@ from streamrec.events.validate import Limits, Rejection
 from streamrec.features.user_state import FeatureLimits, UserState
 from streamrec.recommend.engine import Job, Recommender
 from streamrec.reference import Message, validate_message
-from streamrec.retrieve.hnsw import set_search_threads
 from streamrec.settings import Settings
 from streams.app import create_app
 from streams.batcher import MicroBatcher
@@ -79,15 +76,6 @@ class Worker:
         if model is None:
             model = load_model(settings.model.checkpoint)
         self.recommender = Recommender(settings, model)
-        # One batch of model work at a time runs off the event loop; the lock keeps catalog and
-        # model changes (made on the loop) out of a batch in flight.
-        self._compute = ThreadPoolExecutor(
-            1,
-            thread_name_prefix="model",
-            initializer=set_search_threads,  # OpenMP thread counts are per calling thread
-            initargs=(max(1, settings.model.threads),),
-        )
-        self._model_lock = threading.Lock()
         self._model_mtime = self._checkpoint_mtime()
         self.batcher: MicroBatcher[tuple[Job, Any]] = MicroBatcher(
             self._publish, settings.recs.batch_max, settings.recs.batch_wait_ms / 1e3
@@ -182,29 +170,21 @@ class Worker:
             len(self.recommender.popularity),
         )
 
-    def _recommend(self, jobs: list[Job]) -> list[dict[str, Any]]:
-        """The model work of a batch, on the compute thread: torch and faiss release the GIL, so
-        the event loop meanwhile consumes, validates and updates state for the next batch."""
-        with self._model_lock:
-            return self.recommender.recommend(jobs)
-
     async def _publish(self, batch: list[tuple[Job, Any]]) -> None:
         jobs = [job for job, _ in batch]
         try:
             t0 = time.perf_counter()
             try:
-                if self.recommender.encoder is None:
-                    lists = self.recommender.recommend(jobs)  # popularity: cheap, stay here
-                else:
-                    loop = asyncio.get_running_loop()
-                    lists = await loop.run_in_executor(self._compute, self._recommend, jobs)
+                # On the event loop: a model thread was tried, and lost. Torch releases the GIL
+                # around every op, and each re-acquisition waited out the loop thread's switch
+                # interval, so batches took several times longer (demo p50 75 ms vs 28 ms).
+                lists = self.recommender.recommend(jobs)
             except Exception:
                 # The events' state is already durable; serve this batch from popularity rather
                 # than stall the partition or kill the worker.
                 log.exception("model failed on a batch of %d; serving popularity lists", len(jobs))
                 self.metrics.inc("batch_failures")
-                with self._model_lock:
-                    lists = self.recommender.recommend(jobs, fallback=True)
+                lists = self.recommender.recommend(jobs, fallback=True)
             self.metrics.batch(len(batch), time.perf_counter() - t0)
             for rec in lists:
                 await self.topics.recommendations.send(
@@ -232,10 +212,9 @@ class Worker:
         )
 
     def _on_items(self, upserts: list[Item], deletes: list[str]) -> None:
-        with self._model_lock:  # waits for a batch in flight (at most one)
-            self.recommender.upsert_items(upserts)
-            for item_id in deletes:
-                self.recommender.delete_item(item_id)
+        self.recommender.upsert_items(upserts)
+        for item_id in deletes:
+            self.recommender.delete_item(item_id)
         self.metrics.inc("items_in", len(upserts) + len(deletes))
 
     # -- model hot reload ------------------------------------------------------------------------
@@ -264,8 +243,7 @@ class Worker:
             log.info(
                 "serving model %s (was %s)", model.model_version, self.recommender.model_version
             )
-            with self._model_lock:
-                self.recommender.set_model(model)
+            self.recommender.set_model(model)
             self.metrics.inc("model_loads")
 
     # -- web ------------------------------------------------------------------------------------
