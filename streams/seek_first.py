@@ -24,6 +24,8 @@ the active set, never an empty one (which it would read as "all partitions").
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -31,19 +33,38 @@ from faust.transport.consumer import RecordMap
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
 from faust.types import TP
 
+logger = logging.getLogger(__name__)
+HOLD_LIMIT_S = 3.0
+
 
 class SeekFirstConsumer(AIOKafkaConsumer):
     """``Consumer`` whose stream partitions start flowing only after their seek."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._held: set[TP] = set()
+        self._held_since = 0.0
+        self._seeking = False
         super().__init__(*args, **kwargs)
 
     def _hold(self, tps: Iterable[TP]) -> set[TP]:
         """The stream partitions among ``tps``, now held (changelogs pass)."""
         streams = {tp for tp in tps if not self._is_changelog_tp(tp)}
+        if streams and not self._held:
+            self._held_since = time.monotonic()
         self._held |= streams
         return streams
+
+    def _release_stale_hold(self) -> None:
+        """A hold lasts as long as one seek. Some paths (a member rejoining after its session
+        expired, e.g. a process stopped and continued) hold partitions with no seek to follow;
+        left alone they would never flow again. Past HOLD_LIMIT_S with no seek in flight, let
+        them go: Faust's own order, which is racy only while a seek is pending."""
+        stale = time.monotonic() - self._held_since > HOLD_LIMIT_S
+        if self._held and not self._seeking and stale:
+            held, self._held = self._held & set(self.assignment()), set()
+            if held:
+                logger.warning("releasing %d partitions held with no seek to follow", len(held))
+                super().resume_partitions(held)
 
     def _set_active_tps(self, tps: set[TP]) -> set[TP]:
         active = super()._set_active_tps(tps)
@@ -68,6 +89,7 @@ class SeekFirstConsumer(AIOKafkaConsumer):
         # thread, and reads an EMPTY set as "every assigned partition": a fetch queued while the
         # set had only changelogs could drain the held stream partitions after their seek (moving
         # their positions past records Faust then skips). Hand it a snapshot, never an empty one.
+        self._release_stale_hold()
         if active_partitions is not None:
             active_partitions = set(active_partitions)
             if not active_partitions:
@@ -75,9 +97,11 @@ class SeekFirstConsumer(AIOKafkaConsumer):
         return await super()._getmany(active_partitions, timeout)
 
     async def perform_seek(self) -> None:
+        self._seeking = True
         try:
             await super().perform_seek()
         finally:
+            self._seeking = False
             # Also when the seek failed or was cancelled: holding on would stall the partitions
             # for good, which is worse than Faust's own order. A rebalance meanwhile pauses (and
             # so releases from the hold) whatever it reassigns.
