@@ -17,7 +17,6 @@ import argparse
 import statistics
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -27,6 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
+from encoder import timed  # noqa: E402
 from workload import Sessions, make_items, make_model  # noqa: E402
 
 from encoders.checkpoint import TrainedModel, load_checkpoint  # noqa: E402
@@ -34,16 +34,6 @@ from encoders.evaluate import encode_history, leave_one_out, user_vectors  # noq
 from streamrec.retrieve.hnsw import HnswParams  # noqa: E402
 from streamrec.retrieve.index import ItemIndex  # noqa: E402
 from streamrec.retrieve.retriever import RetrievalConfig, Retriever, recall_at_k  # noqa: E402
-
-
-def timed(fn: Callable[[], object], repeats: int) -> list[float]:
-    fn()
-    out = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
-    return out
 
 
 def fmt_ms(seconds: list[float], per: int) -> tuple[str, float]:

@@ -141,41 +141,41 @@ def test_fallback_serves_popularity_with_a_model_loaded(trained):
     assert out[0]["items"][0]["item_id"] == "i5"
 
 
-def test_events_read_out_of_time_order_are_served_as_the_time_ordered_history(trained):
-    # Each type has its own topic: a user's click can be read after their later browse.
+def with_catalog(trained):
     model, items = trained
-    catalog = [Item(i, v["category"], v["price"], v["title"]) for i, v in items.items()]
-    types = ["browse", "click", "browse", "purchase"]
-    events = [
-        Event(f"e{n}", "u", f"i{(7 * n) % 30}", types[n % 4], 1.7e9 + 10 * n) for n in range(14)
-    ]
-    read = [*events[:10], events[12], events[10], events[11], events[13]]  # within the context
+    rec = Recommender(settings(), model)
+    rec.upsert_items([Item(i, v["category"], v["price"], v["title"]) for i, v in items.items()])
+    return rec
 
-    def last_list(order):
-        rec = Recommender(settings(), model)
-        rec.upsert_items(catalog)
-        out = None
-        for job in feed(rec, order):
-            out = rec.recommend([job])[-1]
-        return out
 
-    want, got = last_list(events), last_list(read)
+def last_list_one_by_one(trained, events):
+    """The user's last list when ``events`` are read in this order, one batch each."""
+    rec = with_catalog(trained)
+    out = None
+    for job in feed(rec, events):
+        out = rec.recommend([job])[-1]
+    return out
+
+
+def assert_same_list(got, want):
     assert [x["item_id"] for x in got["items"]] == [x["item_id"] for x in want["items"]]
     for x, y in zip(got["items"], want["items"], strict=True):
         assert abs(x["score"] - y["score"]) < 1e-4
 
 
+def test_events_read_out_of_time_order_are_served_as_the_time_ordered_history(trained):
+    # Each type has its own topic: a user's click can be read after their later browse.
+    types = ["browse", "click", "browse", "purchase"]
+    events = [
+        Event(f"e{n}", "u", f"i{(7 * n) % 30}", types[n % 4], 1.7e9 + 10 * n) for n in range(14)
+    ]
+    read = [*events[:10], events[12], events[10], events[11], events[13]]  # within the context
+    assert_same_list(last_list_one_by_one(trained, read), last_list_one_by_one(trained, events))
+
+
 def test_events_out_of_order_within_a_batch_are_stepped_in_event_time_without_a_rebuild(trained):
-    model, items = trained
-    catalog = [Item(i, v["category"], v["price"], v["title"]) for i, v in items.items()]
     events = [Event(f"e{n}", "u", f"i{(5 * n) % 30}", "click", 1.7e9 + 10 * n) for n in range(11)]
-
-    def fresh():
-        rec = Recommender(settings(), model)
-        rec.upsert_items(catalog)
-        return rec
-
-    rec = fresh()
+    rec = with_catalog(trained)
     state = UserState()
     for e in events[:8]:  # a warm cache: one rebuild, then steps
         state.apply(e, LIMITS)
@@ -188,29 +188,14 @@ def test_events_out_of_order_within_a_batch_are_stepped_in_event_time_without_a_
     assert [j.reordered for j in batch] == [False, True, False]
     got = rec.recommend(batch)[-1]
     assert rec.encoder.stats.misses == misses  # three steps in event time, no rebuild
-
-    ref = fresh()
-    want = None
-    for job in feed(ref, events):
-        want = ref.recommend([job])[-1]
-    assert [x["item_id"] for x in got["items"]] == [x["item_id"] for x in want["items"]]
-    for x, y in zip(got["items"], want["items"], strict=True):
-        assert abs(x["score"] - y["score"]) < 1e-4
+    assert_same_list(got, last_list_one_by_one(trained, events))
 
 
 def test_a_late_event_just_before_the_newest_stepped_one_rewinds_the_cache_instead_of_rebuilding(
     trained,
 ):
-    model, items = trained
-    catalog = [Item(i, v["category"], v["price"], v["title"]) for i, v in items.items()]
     events = [Event(f"e{n}", "u", f"i{(5 * n) % 30}", "click", 1.7e9 + 10 * n) for n in range(10)]
-
-    def fresh():
-        rec = Recommender(settings(), model)
-        rec.upsert_items(catalog)
-        return rec
-
-    rec = fresh()
+    rec = with_catalog(trained)
     state = UserState()
     read = [*events[:7], events[8], events[7], events[9]]  # e7 read after e8, in its own batch
     for e in read[:8]:
@@ -222,11 +207,4 @@ def test_a_late_event_just_before_the_newest_stepped_one_rewinds_the_cache_inste
         state.apply(e, LIMITS)
         got = rec.recommend([rec.job(e, state)])[-1]
     assert rec.encoder.stats.misses == misses  # rewound by one and re-stepped, no rebuild
-
-    ref = fresh()
-    want = None
-    for job in feed(ref, events):
-        want = ref.recommend([job])[-1]
-    assert [x["item_id"] for x in got["items"]] == [x["item_id"] for x in want["items"]]
-    for x, y in zip(got["items"], want["items"], strict=True):
-        assert abs(x["score"] - y["score"]) < 1e-4
+    assert_same_list(got, last_list_one_by_one(trained, events))
