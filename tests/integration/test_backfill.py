@@ -122,10 +122,6 @@ def test_backfill_rebuilds_state_then_cuts_over_without_a_gap(
 ):
     name = unique_name("bf")
     live = make_settings(kafka_bootstrap, name, tmp_path / "live", partitions=2)
-    # The live worker is paused (SIGSTOP) below; keep its group membership through the pause.
-    # A member that rejoins after its session expired can stall with streams/seek_first.py
-    # (an open bug, see docs/guarantees.md), which is not what this test is about.
-    live = live.replace(app={"session_timeout_s": 60.0})
     now = time.time()
     old = WorkerProcess(live, tmp_path / "old.log").start()
     try:
