@@ -1,6 +1,7 @@
 """Fault scenarios at full size on a real broker (the CI versions are tests/faults): ``kill -9``
-mid-replay of >= 100k events then a restart, a broker stop/restart mid-stream, workers joining
-and leaving (gracefully and by ``kill -9``), and the local RocksDB directory deleted.
+mid-replay of >= 100k events then a restart, a worker frozen (SIGSTOP) past its group session
+mid-replay, a broker stop/restart mid-stream, workers joining and leaving (gracefully and by
+``kill -9``), and the local RocksDB directory deleted.
 
 Run (a broker of your own; the broker-restart scenario always starts a private one):
 
@@ -9,7 +10,7 @@ Run (a broker of your own; the broker-restart scenario always starts a private o
 
 ``--events`` sizes the kill -9 run (default 100000, replayed at ``--rate`` 1500/s so the replay
 is still going when the worker is killed); the others use ``--events`` / 4 unless
-``--small-events`` is given. ``--only kill9,broker,scale,state`` picks scenarios. Prints one row
+``--small-events`` is given. ``--only kill9,freeze,broker,scale,state`` picks scenarios. Prints one row
 per scenario: events replayed (redeliveries included), events lost, events double-counted, the
 recovery times, then the details of any scenario that was not clean; exits 1 if any was not.
 Work directories (worker logs) are kept under ``--workdir``.
@@ -28,7 +29,7 @@ from pathlib import Path
 from streamrec.faults import scenarios
 from streamrec.faults.scenarios import Result
 
-SCENARIOS = ("kill9", "broker", "scale", "state")
+SCENARIOS = ("kill9", "freeze", "broker", "scale", "state")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,6 +68,15 @@ def main(argv: list[str] | None = None) -> int:
             args.events,
             users(args.events),
             rate=args.rate or None,
+            sample=300,
+            progress=True,
+            log=log,
+        ),
+        "freeze": lambda: scenarios.freeze_past_session(
+            args.bootstrap,
+            workdir / "freeze",
+            small,
+            users(small),
             sample=300,
             progress=True,
             log=log,

@@ -96,8 +96,14 @@ class SeekFirstConsumer(AIOKafkaConsumer):
             # (Changelog positions are the recovery's, which no seek to committed moves.)
             stale = [tp for tp in records if not self._is_changelog_tp(tp)]
             if stale:
+                logger.info(
+                    "a fetch spanned seek %d: seeking again (%d partitions)", seeks + 1, len(stale)
+                )
                 records = {tp: rs for tp, rs in records.items() if tp not in stale}
-                await self.perform_seek()
+                try:
+                    await self.perform_seek()
+                except Exception as exc:  # a rebalance under way: its own seek follows
+                    logger.warning("seek after a fetch that spanned a seek failed: %r", exc)
         return records
 
     # -- seeking --------------------------------------------------------------------------------
@@ -113,6 +119,13 @@ class SeekFirstConsumer(AIOKafkaConsumer):
             }
             reset = await self._seek_to_reset_policy(unset) if unset else {}
             self._remember_offsets(committed, reset)
+            logger.info(
+                "seek %d: %d partitions at their committed offsets, %d with none committed at %s",
+                self._seeks,
+                sum(1 for offset in committed.values() if offset),
+                len(reset),
+                self.app.conf.consumer_auto_offset_reset,
+            )
         finally:
             # Also when the seek failed or was cancelled: holding on would stall the partitions
             # for good, which is worse than Faust's own order. A rebalance meanwhile pauses (and

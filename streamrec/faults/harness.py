@@ -335,6 +335,15 @@ class WorkerProc:
             f"{self.log_tail()}"
         )
 
+    def freeze(self) -> None:
+        """SIGSTOP: the process stops dead (no heartbeats, no commits), as in a VM pause."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+
     def kill9(self) -> None:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGKILL)

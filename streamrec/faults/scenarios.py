@@ -165,6 +165,61 @@ def kill9_restart(
     return result
 
 
+def freeze_past_session(
+    bootstrap: str,
+    workdir: Path,
+    n_events: int = 3000,
+    n_users: int = 300,
+    *,
+    rate: float | None = 1000.0,
+    freeze_at: float = 0.2,
+    partitions: int = 2,
+    sample: int = 200,
+    progress: bool = False,
+    log: Log = _quiet,
+) -> Result:
+    """Freeze the worker (SIGSTOP) while the log is being replayed, for longer than its group
+    session, then let it run again (SIGCONT). The broker has expelled it meanwhile: its commits
+    fail, it rejoins, recovers, and must resume every partition at the broker's committed offset
+    (a long GC pause, a stalled VM or container, a laptop lid)."""
+    # Commits rarer than usual, so the freeze catches processed but uncommitted events: the
+    # rejoined worker must re-read them, from partitions that may have nothing committed yet.
+    s = make_settings(
+        bootstrap, _name("fz"), workdir / "w1", partitions=partitions, commit_interval_s=5.0
+    )
+    create_topics(s)
+    events = make_log(n_events, n_users, seed=5)
+    exp = expected_of(events, s)
+    result = Result("frozen past its session", len(events), _distinct(events))
+    with Workers(workdir) as ws:
+        w = ws.start(s, "worker")
+        w.wait_healthy()
+        bg = Background(s, events, progress, rate)
+        bg.start()
+        before = w.wait_counter("events_in", int(len(events) * freeze_at))
+        w.freeze()
+        frozen_s = s.app.session_timeout_s * 2
+        log(f"froze the worker after >= {before} events in, for {frozen_s:g} s")
+        try:
+            time.sleep(frozen_s)  # the fault itself: longer than the session
+        finally:
+            w.thaw()
+        t_thaw = time.monotonic()
+        if not bg.is_alive():
+            result.notes.append("the producer had finished during the freeze")
+        bg.result()
+        wait_drained(s, ws, progress=progress)
+        result.recovery_s["caught up after thaw"] = time.monotonic() - t_thaw
+        w.wait_healthy()
+        result.comparison = _check(s, exp, [w], sample, result)
+        after = w.counters()
+        result.notes.append(
+            f"worker: events_in {after.get('events_in', 0)}, "
+            f"duplicates {after.get('events_duplicate', 0)}"
+        )
+    return result
+
+
 def broker_restart(
     workdir: Path,
     n_events: int = 3000,

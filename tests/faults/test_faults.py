@@ -46,6 +46,14 @@ def test_kill9_mid_replay_then_restart_loses_nothing_and_counts_nothing_twice(
     _assert_clean(result, request, t0)
 
 
+def test_worker_frozen_past_its_session_resumes_and_loses_nothing(
+    kafka_bootstrap: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    t0 = time.monotonic()
+    result = scenarios.freeze_past_session(kafka_bootstrap, tmp_path, n_events=3000, n_users=300)
+    _assert_clean(result, request, t0)
+
+
 @pytest.mark.broker  # starts a broker of its own, to stop and restart it
 def test_broker_restart_mid_stream_worker_reconnects_and_catches_up(
     tmp_path: Path, request: pytest.FixtureRequest
