@@ -61,6 +61,12 @@ def main(argv: list[str] | None = None) -> int:
     def log(msg: str) -> None:
         print(f"  {time.strftime('%H:%M:%S')} {msg}", flush=True)
 
+    def sized(run: Callable[..., Result], name: str) -> Callable[[], Result]:
+        """A scenario on the given broker, at the small size."""
+        return lambda: run(
+            args.bootstrap, workdir / name, small, users(small), sample=300, progress=True, log=log
+        )
+
     runs: dict[str, Callable[[], Result]] = {
         "kill9": lambda: scenarios.kill9_restart(
             args.bootstrap,
@@ -72,36 +78,12 @@ def main(argv: list[str] | None = None) -> int:
             progress=True,
             log=log,
         ),
-        "freeze": lambda: scenarios.freeze_past_session(
-            args.bootstrap,
-            workdir / "freeze",
-            small,
-            users(small),
-            sample=300,
-            progress=True,
-            log=log,
-        ),
+        "freeze": sized(scenarios.freeze_past_session, "freeze"),
         "broker": lambda: scenarios.broker_restart(
             workdir / "broker", small, users(small), sample=300, progress=True, log=log
         ),
-        "scale": lambda: scenarios.scale_out_in(
-            args.bootstrap,
-            workdir / "scale",
-            small,
-            users(small),
-            sample=300,
-            progress=True,
-            log=log,
-        ),
-        "state": lambda: scenarios.lost_local_state(
-            args.bootstrap,
-            workdir / "state",
-            small,
-            users(small),
-            sample=300,
-            progress=True,
-            log=log,
-        ),
+        "scale": sized(scenarios.scale_out_in, "scale"),
+        "state": sized(scenarios.lost_local_state, "state"),
     }
     results: list[Result] = []
     failures: list[str] = []

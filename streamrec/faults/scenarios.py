@@ -118,6 +118,31 @@ def _check(
     return cmp
 
 
+def _replay_into_one_worker(
+    ws: Workers,
+    s: Settings,
+    events: list[dict[str, Any]],
+    progress: bool,
+    rate: float | None,
+    fraction: float,
+) -> tuple[WorkerProc, Background, int]:
+    """Start a worker, replay ``events`` in the background, and return once the worker has
+    taken in ``fraction`` of them (the moment a fault strikes), with how many it had."""
+    w = ws.start(s, "worker")
+    w.wait_healthy()
+    bg = Background(s, events, progress, rate)
+    bg.start()
+    return w, bg, w.wait_counter("events_in", int(len(events) * fraction))
+
+
+def _counts_note(label: str, w: WorkerProc) -> str:
+    after = w.counters()
+    return (
+        f"{label}: events_in {after.get('events_in', 0)}, "
+        f"duplicates {after.get('events_duplicate', 0)}"
+    )
+
+
 def kill9_restart(
     bootstrap: str,
     workdir: Path,
@@ -141,11 +166,7 @@ def kill9_restart(
     exp = expected_of(events + redeliver, s)
     result = Result("kill -9 + restart", len(events) + len(redeliver), _distinct(events))
     with Workers(workdir) as ws:
-        w = ws.start(s, "worker")
-        w.wait_healthy()
-        bg = Background(s, events, progress, rate)
-        bg.start()
-        before = w.wait_counter("events_in", int(len(events) * kill_at))
+        w, bg, before = _replay_into_one_worker(ws, s, events, progress, rate, kill_at)
         w.kill9()
         log(f"killed the worker (-9) after >= {before} events in; restarting it")
         if not bg.is_alive():
@@ -157,11 +178,7 @@ def kill9_restart(
         wait_drained(s, ws, progress=progress)
         result.recovery_s["caught up after restart"] = time.monotonic() - w2.started_at
         result.comparison = _check(s, exp, [w2], sample, result)
-        after = w2.counters()
-        result.notes.append(
-            f"restarted worker: events_in {after.get('events_in', 0)}, "
-            f"duplicates {after.get('events_duplicate', 0)}"
-        )
+        result.notes.append(_counts_note("restarted worker", w2))
     return result
 
 
@@ -192,11 +209,7 @@ def freeze_past_session(
     exp = expected_of(events, s)
     result = Result("frozen past its session", len(events), _distinct(events))
     with Workers(workdir) as ws:
-        w = ws.start(s, "worker")
-        w.wait_healthy()
-        bg = Background(s, events, progress, rate)
-        bg.start()
-        before = w.wait_counter("events_in", int(len(events) * freeze_at))
+        w, bg, before = _replay_into_one_worker(ws, s, events, progress, rate, freeze_at)
         w.freeze()
         frozen_s = s.app.session_timeout_s * 2
         log(f"froze the worker after >= {before} events in, for {frozen_s:g} s")
@@ -212,11 +225,7 @@ def freeze_past_session(
         result.recovery_s["caught up after thaw"] = time.monotonic() - t_thaw
         w.wait_healthy()
         result.comparison = _check(s, exp, [w], sample, result)
-        after = w.counters()
-        result.notes.append(
-            f"worker: events_in {after.get('events_in', 0)}, "
-            f"duplicates {after.get('events_duplicate', 0)}"
-        )
+        result.notes.append(_counts_note("worker", w))
     return result
 
 
