@@ -33,6 +33,7 @@ Three faust-streaming 0.15.3 + aiokafka 0.14 races it closes (reproduced by
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -110,6 +111,7 @@ class SeekFirstConsumer(AIOKafkaConsumer):
 
     async def perform_seek(self) -> None:
         self._seeks += 1
+        started = time.monotonic()
         try:
             committed = await self.seek_to_committed()
             unset = {
@@ -120,8 +122,10 @@ class SeekFirstConsumer(AIOKafkaConsumer):
             reset = await self._seek_to_reset_policy(unset) if unset else {}
             self._remember_offsets(committed, reset)
             logger.info(
-                "seek %d: %d partitions at their committed offsets, %d with none committed at %s",
+                "seek %d (%.3f s): %d partitions at their committed offsets, %d with none"
+                " committed at %s",
                 self._seeks,
+                time.monotonic() - started,
                 sum(1 for offset in committed.values() if offset),
                 len(reset),
                 self.app.conf.consumer_auto_offset_reset,
