@@ -1,11 +1,13 @@
 """A real `streamrec worker` as a child process, configured by settings passed in its environment.
 
-The online evaluation and the backfill command run workers this way, so what they measure or
-rebuild is exactly what `streamrec worker` does in production.
+The online evaluation, the backfill command, the fault scenarios and the integration tests run
+workers this way, so what they measure, rebuild or check is exactly what `streamrec worker` does
+in production.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -21,12 +23,31 @@ import orjson
 from streamrec.settings import Settings
 
 
+class WorkerFailed(RuntimeError):
+    """The worker exited, or did not get where it was awaited within its deadline."""
+
+
 class WorkerProcess:
-    def __init__(self, settings: Settings, log_path: Path, nice: int = 0) -> None:
+    """One ``python -m streamrec worker`` subprocess with its own log file.
+
+    ``wait_s`` is the default deadline of the waits: a deadline, never a measurement."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        log_path: Path,
+        *,
+        name: str = "worker",
+        nice: int = 0,
+        wait_s: float = 120.0,
+    ) -> None:
         self.settings = settings
         self.log_path = log_path
+        self.name = name
         self.nice = nice
+        self.wait_s = wait_s
         self.proc: subprocess.Popen[bytes] | None = None
+        self.started_at = 0.0
         self._log: IO[bytes] | None = None
 
     def start(self) -> WorkerProcess:
@@ -37,9 +58,11 @@ class WorkerProcess:
         self.proc = subprocess.Popen(
             [*prefix, sys.executable, "-m", "streamrec", "worker"],
             env=env,
+            stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
+        self.started_at = time.monotonic()
         return self
 
     def alive(self) -> bool:
@@ -47,31 +70,90 @@ class WorkerProcess:
 
     def log_tail(self, n: int = 40) -> str:
         try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+            lines = self.log_path.read_text(errors="replace").splitlines()
         except OSError:
             return ""
+        return f"--- {self.name} ({self.log_path}) ---\n" + "\n".join(lines[-n:])
 
-    def health(self) -> tuple[int, Any]:
-        url = f"http://{self.settings.app.web_host}:{self.settings.app.web_port}/health/"
+    # -- its HTTP endpoints ---------------------------------------------------------------------
+
+    def get(self, path: str, timeout_s: float = 5.0) -> tuple[int, Any]:
+        """(HTTP status, JSON body or None); status 0 when nothing answers."""
+        url = f"http://{self.settings.app.web_host}:{self.settings.app.web_port}{path}"
         try:
-            with urllib.request.urlopen(url, timeout=3) as r:
+            with urllib.request.urlopen(url, timeout=timeout_s) as r:
                 return r.status, orjson.loads(r.read())
         except urllib.error.HTTPError as e:
+            body = e.read()
+            with contextlib.suppress(orjson.JSONDecodeError):
+                return e.code, orjson.loads(body or b"null")
             return e.code, None
         except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
             return 0, None
 
-    def wait_healthy(self, timeout_s: float = 120.0) -> None:
+    def health(self) -> tuple[int, Any]:
+        return self.get("/health/")
+
+    def counters(self) -> dict[str, int]:
+        # The body carries the counters while the worker is still starting (503) too.
+        _, body = self.health()
+        if isinstance(body, dict) and "metrics" in body:
+            return dict(body["metrics"]["counters"])
+        return {}
+
+    # -- waiting on it --------------------------------------------------------------------------
+
+    def check_alive(self) -> None:
+        if not self.alive():
+            code = self.proc.returncode if self.proc else None
+            raise WorkerFailed(f"{self.name} exited with {code}:\n{self.log_tail()}")
+
+    def wait_healthy(self, timeout_s: float | None = None) -> float:
+        """Seconds from start() until /health/ answers 200 (catalog loaded, tables recovered)."""
+        timeout_s = self.wait_s if timeout_s is None else timeout_s
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if not self.alive():
-                raise RuntimeError(f"worker exited:\n{self.log_tail()}")
+            self.check_alive()
             if self.health()[0] == 200:
-                return
-            time.sleep(0.3)
-        raise TimeoutError(f"worker not healthy after {timeout_s} s:\n{self.log_tail()}")
+                return time.monotonic() - self.started_at
+            time.sleep(0.2)
+        raise WorkerFailed(f"{self.name} not healthy after {timeout_s:g} s:\n{self.log_tail()}")
 
-    def stop(self, timeout_s: float = 60.0) -> int | None:
+    def wait_counter(self, name: str, at_least: int, timeout_s: float | None = None) -> int:
+        """Wait until the /metrics/ counter ``name`` reaches ``at_least``; returns its value."""
+        timeout_s = self.wait_s if timeout_s is None else timeout_s
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            self.check_alive()
+            value = self.counters().get(name, 0)
+            if value >= at_least:
+                return value
+            time.sleep(0.1)
+        raise WorkerFailed(
+            f"{self.name}: {name} < {at_least} after {timeout_s:g} s: {self.counters()}\n"
+            f"{self.log_tail()}"
+        )
+
+    # -- faults and stopping --------------------------------------------------------------------
+
+    def send_signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def freeze(self) -> None:
+        """SIGSTOP: the process stops dead (no heartbeats, no commits), as in a VM pause."""
+        self.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        self.send_signal(signal.SIGCONT)
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+        self._close_log()
+
+    def stop(self, timeout_s: float = 90.0) -> int | None:
         """Graceful stop (SIGTERM: Faust commits what was processed); killed after timeout_s."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -80,7 +162,10 @@ class WorkerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        self._close_log()
+        return self.proc.returncode if self.proc is not None else None
+
+    def _close_log(self) -> None:
         if self._log is not None:
             self._log.close()
             self._log = None
-        return self.proc.returncode if self.proc is not None else None

@@ -28,13 +28,9 @@ import contextlib
 import os
 import random
 import shutil
-import signal
 import subprocess
-import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,8 +47,8 @@ from streamrec.kafka import broker
 from streamrec.reference import Message, ReferenceRun, run_reference
 from streamrec.replay import ReplaySummary, replay
 from streamrec.settings import Settings, load_settings
+from streamrec.worker_process import WorkerProcess
 
-REPO = Path(__file__).resolve().parents[2]
 # Default deadline for anything asynchronous: a deadline, never a measurement. Generous, since
 # the machines these run on may be small and shared.
 WAIT_S = float(os.environ.get("STREAMREC_FAULTS_WAIT_S", "300"))
@@ -251,139 +247,28 @@ def compare(
 # --- worker processes --------------------------------------------------------------------------
 
 
-class WorkerProc:
-    """One ``python -m streamrec worker`` subprocess with its own log file."""
-
-    def __init__(self, settings: Settings, log_path: Path, name: str = "worker") -> None:
-        self.settings = settings
-        self.log_path = log_path
-        self.name = name
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.started_at = 0.0
-
-    def start(self) -> WorkerProc:
-        env = {**os.environ, **self.settings.to_env()}
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "streamrec", "worker"],
-                cwd=REPO,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        self.started_at = time.monotonic()
-        return self
-
-    @property
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def log_tail(self, n: int = 40) -> str:
-        try:
-            lines = self.log_path.read_text(errors="replace").splitlines()
-        except OSError:
-            return ""
-        return f"--- {self.name} ({self.log_path}) ---\n" + "\n".join(lines[-n:])
-
-    def get(self, path: str, timeout_s: float = 5.0) -> tuple[int, Any]:
-        url = f"http://127.0.0.1:{self.settings.app.web_port}{path}"
-        try:
-            with urllib.request.urlopen(url, timeout=timeout_s) as r:
-                return r.status, orjson.loads(r.read())
-        except urllib.error.HTTPError as e:
-            body = e.read()
-            with contextlib.suppress(orjson.JSONDecodeError):
-                return e.code, orjson.loads(body or b"null")
-            return e.code, None
-        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
-            return 0, None
-
-    def counters(self) -> dict[str, int]:
-        # The body carries the counters while the worker is still starting (503) too.
-        _, body = self.get("/health/")
-        if isinstance(body, dict) and "metrics" in body:
-            return dict(body["metrics"]["counters"])
-        return {}
-
-    def check_alive(self) -> None:
-        if not self.alive:
-            code = self.proc.returncode if self.proc else None
-            raise FaultError(f"{self.name} exited with {code}:\n{self.log_tail()}")
-
-    def wait_healthy(self, timeout_s: float = WAIT_S) -> float:
-        """Seconds from start() until /health/ answers 200 (catalog loaded, tables recovered)."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            self.check_alive()
-            if self.get("/health/")[0] == 200:
-                return time.monotonic() - self.started_at
-            time.sleep(0.2)
-        raise FaultError(f"{self.name} not healthy after {timeout_s:g} s:\n{self.log_tail()}")
-
-    def wait_counter(self, name: str, at_least: int, timeout_s: float = WAIT_S) -> int:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            self.check_alive()
-            value = self.counters().get(name, 0)
-            if value >= at_least:
-                return value
-            time.sleep(0.1)
-        raise FaultError(
-            f"{self.name}: {name} < {at_least} after {timeout_s:g} s: {self.counters()}\n"
-            f"{self.log_tail()}"
-        )
-
-    def freeze(self) -> None:
-        """SIGSTOP: the process stops dead (no heartbeats, no commits), as in a VM pause."""
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGSTOP)
-
-    def thaw(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGCONT)
-
-    def kill9(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
-
-    def stop(self, timeout_s: float = 90.0) -> int:
-        """SIGTERM (graceful: Faust flushes and commits), SIGKILL after ``timeout_s``."""
-        assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
-
-
 class Workers:
     """The worker processes of a scenario; stops the survivors at the end."""
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
-        self.all: list[WorkerProc] = []
+        self.all: list[WorkerProcess] = []
 
-    def start(self, s: Settings, name: str) -> WorkerProc:
-        w = WorkerProc(s, self.workdir / f"{name}.log", name).start()
+    def start(self, s: Settings, name: str) -> WorkerProcess:
+        w = WorkerProcess(s, self.workdir / f"{name}.log", name=name, wait_s=WAIT_S).start()
         self.all.append(w)
         return w
 
     @property
-    def live(self) -> list[WorkerProc]:
-        return [w for w in self.all if w.alive]
+    def live(self) -> list[WorkerProcess]:
+        return [w for w in self.all if w.alive()]
 
     def logs(self) -> str:
         return "\n".join(w.log_tail() for w in self.all)
 
     def close(self) -> None:
         for w in self.all:
-            if w.alive:
+            if w.alive():
                 w.stop()
 
     def __enter__(self) -> Workers:
@@ -562,7 +447,7 @@ def read_lists(s: Settings) -> dict[str, dict[str, Any]]:
 
 
 def served(
-    workers: Sequence[WorkerProc], exp: Expected, users: Sequence[str], timeout_s: float = 60.0
+    workers: Sequence[WorkerProcess], exp: Expected, users: Sequence[str], timeout_s: float = 60.0
 ) -> tuple[int, list[str]]:
     """How many of ``users`` no live worker serves correctly over HTTP (``/users/<id>/`` with the
     reference's counts), with examples. A user is served by the worker owning its partition;

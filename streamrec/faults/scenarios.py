@@ -22,9 +22,7 @@ from streamrec.faults.harness import (
     Background,
     Comparison,
     Expected,
-    FaultError,
     OwnBroker,
-    WorkerProc,
     Workers,
     compare,
     expected_of,
@@ -41,6 +39,7 @@ from streamrec.faults.harness import (
 )
 from streamrec.features.user_state import FeatureLimits
 from streamrec.settings import Settings
+from streamrec.worker_process import WorkerFailed, WorkerProcess
 from streams.topics import create_topics
 
 Log = Callable[[str], None]
@@ -102,7 +101,7 @@ def _distinct(events: list[dict[str, Any]]) -> int:
 def _check(
     s: Settings,
     exp: Expected,
-    live: list[WorkerProc],
+    live: list[WorkerProcess],
     sample: int,
     result: Result,
     lists: bool = True,
@@ -125,7 +124,7 @@ def _replay_into_one_worker(
     progress: bool,
     rate: float | None,
     fraction: float,
-) -> tuple[WorkerProc, Background, int]:
+) -> tuple[WorkerProcess, Background, int]:
     """Start a worker, replay ``events`` in the background, and return once the worker has
     taken in ``fraction`` of them (the moment a fault strikes), with how many it had."""
     w = ws.start(s, "worker")
@@ -135,7 +134,7 @@ def _replay_into_one_worker(
     return w, bg, w.wait_counter("events_in", int(len(events) * fraction))
 
 
-def _counts_note(label: str, w: WorkerProc) -> str:
+def _counts_note(label: str, w: WorkerProcess) -> str:
     after = w.counters()
     return (
         f"{label}: events_in {after.get('events_in', 0)}, "
@@ -343,7 +342,7 @@ def scale_out_in(
         bg.start()
         try:
             w1.wait_counter("events_in", base + max(1, len(chunks[3]) // (2 * partitions)), 120)
-        except FaultError:
+        except WorkerFailed:
             result.notes.append("worker-1 took no events of the last chunk before the kill")
         t_kill = time.monotonic()
         w1.kill9()

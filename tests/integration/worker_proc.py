@@ -2,13 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -16,8 +10,9 @@ from typing import Any
 import orjson
 from kafka import KafkaConsumer, KafkaProducer
 
-from streamrec.kafka.broker import free_port
-from streamrec.settings import Settings, load_settings
+from streamrec.faults.harness import make_settings as scenario_settings
+from streamrec.settings import Settings
+from streamrec.worker_process import WorkerProcess as WorkerProcess  # re-exported for the tests
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -25,102 +20,9 @@ REPO = Path(__file__).resolve().parents[2]
 def make_settings(
     bootstrap: str, name: str, tmp: Path, checkpoint: str = "", partitions: int = 2
 ) -> Settings:
-    base = load_settings(env={})
-    return base.replace(
-        kafka={"bootstrap_servers": bootstrap},
-        topics={
-            "browse": f"{name}.browse",
-            "click": f"{name}.click",
-            "purchase": f"{name}.purchase",
-            "items": f"{name}.items",
-            "recommendations": f"{name}.recommendations",
-            "dlq": f"{name}.dlq",
-            "partitions": partitions,
-        },
-        app={
-            "id": name,
-            "datadir": str(tmp / "worker"),
-            "web_port": free_port(),
-            "commit_interval_s": 0.5,
-            "session_timeout_s": 6.0,
-        },
-        model={"checkpoint": checkpoint, "cache_mb": 16},
-        recs={"k": 10, "batch_wait_ms": 2.0},
-    )
-
-
-class WorkerProcess:
-    def __init__(self, settings: Settings, log_path: Path) -> None:
-        self.settings = settings
-        self.log_path = log_path
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> WorkerProcess:
-        env = {**os.environ, **self.settings.to_env()}
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streamrec", "worker"],
-            cwd=REPO,
-            env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-        return self
-
-    def log_tail(self, n: int = 60) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
-        except OSError:
-            return ""
-
-    def get(self, path: str) -> tuple[int, Any]:
-        url = f"http://127.0.0.1:{self.settings.app.web_port}{path}"
-        try:
-            with urllib.request.urlopen(url, timeout=3) as r:
-                return r.status, orjson.loads(r.read())
-        except urllib.error.HTTPError as e:
-            return e.code, orjson.loads(e.read() or b"null")
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            return 0, None
-
-    def wait_healthy(self, timeout_s: float = 90) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise AssertionError(
-                    f"worker exited with {self.proc.returncode}:\n{self.log_tail()}"
-                )
-            if self.get("/health/")[0] == 200:
-                return
-            time.sleep(0.3)
-        raise AssertionError(f"worker not healthy after {timeout_s} s:\n{self.log_tail()}")
-
-    def counters(self) -> dict[str, int]:
-        status, body = self.get("/health/")
-        return dict(body["metrics"]["counters"]) if status == 200 else {}
-
-    def wait_counter(self, name: str, at_least: int, timeout_s: float = 60) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.counters().get(name, 0) >= at_least:
-                return
-            time.sleep(0.2)
-        raise AssertionError(
-            f"{name} < {at_least} after {timeout_s} s: {self.counters()}\n{self.log_tail()}"
-        )
-
-    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 60) -> int:
-        assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
-        return self.proc.returncode
+    """Test-sized settings (the fault scenarios' own), optionally serving ``checkpoint``."""
+    s = scenario_settings(bootstrap, name, tmp / "worker", partitions=partitions)
+    return s.replace(model={"checkpoint": checkpoint})
 
 
 def producer(s: Settings) -> KafkaProducer:
