@@ -50,6 +50,7 @@ from workload import Sessions, make_items, write_model  # noqa: E402
 
 from streamrec.kafka import broker  # noqa: E402
 from streamrec.settings import Settings, load_settings  # noqa: E402
+from streamrec.worker_process import stop_process  # noqa: E402
 from streams.topics import create_topics  # noqa: E402
 
 # -- processes: producer and collector -----------------------------------------------------------
@@ -210,13 +211,8 @@ class App:
             return None
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            stop_process(self.proc)
         self._log.close()
 
 

@@ -115,17 +115,18 @@ def run_backfill(
                 bar.n = bar.total - p.lag
                 bar.refresh()
 
-            deadline = time.monotonic() + plan.timeout_s
-            while True:
-                now = groups.progress(client, plan.new_app_id, inputs)
-                show(now)
-                if now.lag <= plan.max_lag:
-                    break
-                if not worker.alive():
-                    raise RuntimeError(f"the backfill worker exited:\n{worker.log_tail()}")
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"backfill still {now.lag:,} events behind")
-                time.sleep(1.0)
+            try:
+                groups.wait_for(
+                    client,
+                    plan.new_app_id,
+                    inputs,
+                    max_lag=plan.max_lag,
+                    timeout_s=plan.timeout_s,
+                    on_poll=show,
+                    alive=worker.alive,
+                )
+            except RuntimeError as exc:  # the worker died
+                raise RuntimeError(f"the backfill worker exited:\n{worker.log_tail()}") from exc
     finally:
         worker.stop()
     backfill = groups.committed_offsets(client, plan.new_app_id, inputs)

@@ -31,6 +31,7 @@ from streamrec.kafka import broker
 from streamrec.replay import replay
 from streamrec.settings import Settings
 from streamrec.train import train_from_files
+from streamrec.worker_process import stop_process
 from streams.topics import create_topics
 
 BAD_EVENTS: list[tuple[str, bytes | None, bytes]] = [
@@ -260,11 +261,7 @@ def run_demo(settings: Settings, cfg: DemoConfig) -> int:
         if collector is not None and collector.is_alive():
             with contextlib.suppress(Exception):
                 collector.stop()
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        if proc is not None:
+            stop_process(proc)
         if started_broker and not cfg.keep_broker:
             broker.stop()

@@ -23,6 +23,19 @@ import orjson
 from streamrec.settings import Settings
 
 
+def stop_process(proc: subprocess.Popen[Any], timeout_s: float = 60.0) -> int:
+    """SIGTERM (a graceful stop: Faust commits what was processed), SIGKILL after ``timeout_s``;
+    returns the exit code."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
 class WorkerFailed(RuntimeError):
     """The worker exited, or did not get where it was awaited within its deadline."""
 
@@ -155,15 +168,9 @@ class WorkerProcess:
 
     def stop(self, timeout_s: float = 90.0) -> int | None:
         """Graceful stop (SIGTERM: Faust commits what was processed); killed after timeout_s."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        code = stop_process(self.proc, timeout_s) if self.proc is not None else None
         self._close_log()
-        return self.proc.returncode if self.proc is not None else None
+        return code
 
     def _close_log(self) -> None:
         if self._log is not None:

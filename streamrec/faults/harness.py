@@ -31,23 +31,24 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
-from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 from tqdm import tqdm
 
 from streamrec.events.schema import EVENT_TYPES
 from streamrec.features.user_state import UserState, event_id_hash
-from streamrec.kafka import broker
+from streamrec.kafka import broker, groups
+from streamrec.kafka.read import read_to_end
 from streamrec.reference import Message, ReferenceRun, run_reference
 from streamrec.replay import ReplaySummary, replay
 from streamrec.settings import Settings, load_settings
 from streamrec.worker_process import WorkerProcess
+from streams.topics import changelog_topic
 
 # Default deadline for anything asynchronous: a deadline, never a measurement. Generous, since
 # the machines these run on may be small and shared.
@@ -333,32 +334,6 @@ class Background(threading.Thread):
 # --- quiescence and final tables ---------------------------------------------------------------
 
 
-def _partitions(consumer: KafkaConsumer, topics: Iterable[str]) -> list[TopicPartition]:
-    out: list[TopicPartition] = []
-    for t in topics:
-        parts = consumer.partitions_for_topic(t) or set()
-        out.extend(TopicPartition(t, p) for p in sorted(parts))
-    return out
-
-
-def end_offsets(s: Settings, topics: Iterable[str]) -> dict[TopicPartition, int]:
-    c = KafkaConsumer(**s.kafka_client_config(), group_id=None, enable_auto_commit=False)
-    try:
-        tps = _partitions(c, topics)
-        return dict(c.end_offsets(tps))
-    finally:
-        c.close()
-
-
-def committed_offsets(s: Settings) -> dict[TopicPartition, int]:
-    admin = KafkaAdminClient(**s.kafka_client_config(), client_id="streamrec-faults")
-    try:
-        got = admin.list_group_offsets({s.app.id: None}).get(s.app.id, {})
-    finally:
-        admin.close()
-    return {tp: om.offset for tp, om in got.items()}
-
-
 def wait_drained(
     s: Settings,
     workers: Workers,
@@ -371,7 +346,9 @@ def wait_drained(
     record durable. Returns the seconds waited. Raises FaultError when no worker is left alive
     or the deadline passes (with the gap per partition)."""
     t0 = time.monotonic()
-    ends = end_offsets(s, s.topics.event_topics().values())
+    client = s.kafka_client_config()
+    topics = list(s.topics.event_topics().values())
+    ends = groups.end_offsets(client, topics)
     total = sum(ends.values())
     bar = tqdm(total=total, desc=desc, unit="ev", disable=not progress, dynamic_ncols=True)
     with bar:
@@ -379,7 +356,7 @@ def wait_drained(
             if not workers.live:
                 raise FaultError(f"no worker alive while draining:\n{workers.logs()}")
             try:
-                done = committed_offsets(s)
+                done = groups.committed_offsets(client, s.app.id, topics)
             except KafkaError:  # the broker may be briefly unavailable (broker-restart scenario)
                 done = {}
             behind = {
@@ -398,34 +375,11 @@ def wait_drained(
 
 def read_latest(s: Settings, topic: str, timeout_s: float = WAIT_S) -> dict[bytes, bytes | None]:
     """The latest value per key of every partition of ``topic``, up to its current end."""
-    c = KafkaConsumer(
-        **s.kafka_client_config(),
-        group_id=None,
-        enable_auto_commit=False,
-        max_partition_fetch_bytes=8 * 1024 * 1024,
-    )
     try:
-        tps = _partitions(c, [topic])
-        if not tps:
-            return {}
-        ends = c.end_offsets(tps)
-        c.assign(tps)
-        c.seek_to_beginning(*tps)
-        out: dict[bytes, bytes | None] = {}
-        deadline = time.monotonic() + timeout_s
-        while any(c.position(tp) < ends[tp] for tp in tps):
-            if time.monotonic() > deadline:
-                raise FaultError(f"could not read {topic} to its end within {timeout_s:g} s")
-            for records in c.poll(timeout_ms=500, max_records=50_000).values():
-                for r in records:
-                    out[r.key] = r.value
-        return out
-    finally:
-        c.close()
-
-
-def changelog_topic(s: Settings) -> str:
-    return f"{s.app.id}-users-changelog"
+        records = read_to_end(s.kafka_client_config(), topic, timeout_s)
+    except TimeoutError as exc:
+        raise FaultError(str(exc)) from exc
+    return {k: v for k, v in records if k is not None}
 
 
 def read_tables(s: Settings) -> dict[str, UserState]:

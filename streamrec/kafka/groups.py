@@ -34,26 +34,20 @@ class Progress:
         return all(self.committed.get(tp, 0) >= off for tp, off in target.items())
 
 
-def partitions(client_config: Mapping[str, Any], topics: Iterable[str]) -> list[TopicPartition]:
-    consumer = KafkaConsumer(**client_config, group_id=None)
-    try:
-        out = []
-        for topic in topics:
-            for p in sorted(consumer.partitions_for_topic(topic) or ()):
-                out.append(TopicPartition(topic, p))
-        return out
-    finally:
-        consumer.close()
+def topic_partitions(consumer: KafkaConsumer, topics: Iterable[str]) -> list[TopicPartition]:
+    """Every partition of ``topics`` (a topic that does not exist has none)."""
+    out: list[TopicPartition] = []
+    for topic in topics:
+        out += [
+            TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())
+        ]
+    return out
 
 
 def end_offsets(client_config: Mapping[str, Any], topics: Iterable[str]) -> Offsets:
-    consumer = KafkaConsumer(**client_config, group_id=None)
+    consumer = KafkaConsumer(**client_config, group_id=None, enable_auto_commit=False)
     try:
-        tps = []
-        for topic in topics:
-            tps += [
-                TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())
-            ]
+        tps = topic_partitions(consumer, topics)
         return dict(consumer.end_offsets(tps)) if tps else {}
     finally:
         consumer.close()
@@ -86,20 +80,22 @@ def wait_for(
     group: str,
     topics: Iterable[str],
     target: Mapping[TopicPartition, int] | None = None,
+    max_lag: int = 0,
     timeout_s: float = 600.0,
     poll_s: float = 1.0,
     on_poll: Callable[[Progress], None] | None = None,
     alive: Callable[[], bool] | None = None,
 ) -> Progress:
-    """Block until ``group`` has committed up to ``target`` (default: the end offsets at each
-    poll, i.e. no lag). Raises TimeoutError, or RuntimeError when ``alive`` says the worker died."""
+    """Block until ``group`` has committed up to ``target`` (default: within ``max_lag`` events
+    of the end offsets at each poll). Raises TimeoutError, or RuntimeError when ``alive`` says the
+    worker died."""
     topics = list(topics)
     deadline = time.monotonic() + timeout_s
     while True:
         now = progress(client_config, group, topics)
         if on_poll is not None:
             on_poll(now)
-        if now.reached(target if target is not None else now.end):
+        if now.reached(target) if target is not None else now.lag <= max_lag:
             return now
         if alive is not None and not alive():
             raise RuntimeError(f"the worker of {group!r} exited before catching up")

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka import KafkaAdminClient
 from tqdm import tqdm
 
 from streamrec.datasets import load_dataset
@@ -31,13 +31,14 @@ from streamrec.datasets.base import Dataset
 from streamrec.features.user_state import UserState, event_id_hash
 from streamrec.kafka import groups
 from streamrec.kafka.broker import free_port
+from streamrec.kafka.read import read_to_end
 from streamrec.online import scoring
 from streamrec.online.prepare import catalog, fit_part, split_time, train_checkpoint
 from streamrec.replay import replay
 from streamrec.replay_sources import open_source
 from streamrec.settings import Settings
 from streamrec.worker_process import WorkerProcess
-from streams.topics import create_topics
+from streams.topics import changelog_topic, create_topics
 
 log = logging.getLogger(__name__)
 
@@ -151,28 +152,13 @@ def app_settings(
     )
 
 
-def read_raw(settings: Settings, topic: str) -> list[tuple[bytes | None, bytes | None]]:
-    """Every (key, value) of topic up to its current end, partition by partition in offset order
-    (a user's records are all in one partition, so their order is the order they were written)."""
-    client = settings.kafka_client_config()
-    consumer = KafkaConsumer(**client, group_id=None, enable_auto_commit=False)
-    try:
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
-        end = consumer.end_offsets(tps)
-        out: list[tuple[bytes | None, bytes | None]] = []
-        while any(consumer.position(tp) < end[tp] for tp in tps):
-            for records in consumer.poll(timeout_ms=500).values():
-                out.extend((r.key, r.value) for r in records)
-        return out
-    finally:
-        consumer.close()
-
-
 def read_lists(settings: Settings, topic: str) -> list[dict[str, Any]]:
     """The published lists of an output topic, in emission order per user."""
-    return [orjson.loads(v) for _, v in read_raw(settings, topic) if v is not None]
+    return [
+        orjson.loads(v)
+        for _, v in read_to_end(settings.kafka_client_config(), topic)
+        if v is not None
+    ]
 
 
 def read_applied(settings: Settings) -> list[tuple[str, int]]:
@@ -180,7 +166,7 @@ def read_applied(settings: Settings) -> list[tuple[str, int]]:
     from its users-table changelog: each write there is the state after exactly one new event,
     whose digest the state keeps as ``last_applied`` (the sequence itself is in event time)."""
     out: list[tuple[str, int]] = []
-    for key, value in read_raw(settings, f"{settings.app.id}-users-changelog"):
+    for key, value in read_to_end(settings.kafka_client_config(), changelog_topic(settings)):
         if key is None or not value:
             continue
         state = UserState.from_bytes(value)
@@ -279,7 +265,7 @@ def run_online(cfg: OnlineConfig, settings: Settings) -> OnlineResult:
                 first.topics.items,
                 first.topics.dlq,
                 *(s.topics.recommendations for s in apps.values()),
-                *(f"{s.app.id}-users-changelog" for s in apps.values()),
+                *(changelog_topic(s) for s in apps.values()),
             ],
         )
     # The workers' local state is rebuilt from the changelogs anyway; it is only this run's.

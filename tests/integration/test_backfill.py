@@ -18,6 +18,7 @@ import pytest
 
 from streamrec.kafka import groups
 from streamrec.kafka.broker import free_port
+from streamrec.worker_process import stop_process
 from tests.integration.worker_proc import (
     REPO,
     WorkerProcess,
@@ -109,12 +110,7 @@ def backfill_cmd(tmp_path: Path) -> Iterator[list[subprocess.Popen[str]]]:
     procs: list[subprocess.Popen[str]] = []
     yield procs
     for p in procs:
-        if p.poll() is None:
-            p.terminate()
-            try:
-                p.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_process(p)
 
 
 def test_backfill_rebuilds_state_then_cuts_over_without_a_gap(

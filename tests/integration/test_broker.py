@@ -10,7 +10,6 @@ import json
 import os
 import random
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import ConfigResource
 
 from streamrec.kafka.broker import repo_root
+from streamrec.worker_process import stop_process
 
 pytestmark = pytest.mark.broker
 
@@ -209,14 +209,7 @@ class CounterWorker:
     def stop(self, timeout_s: float = 60.0) -> int:
         """SIGTERM (faust shuts down gracefully, flushing its producer); SIGKILL after timeout."""
         assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
+        return stop_process(self.proc, timeout_s)
 
 
 @contextmanager
