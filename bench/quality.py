@@ -17,7 +17,8 @@ from pathlib import Path
 
 from encoders.presets import PRESETS
 from streamrec.datasets import DATASETS, load_dataset
-from streamrec.quality import format_table, load_rows, run_quality
+from streamrec.quality import ListProtocol, format_table, load_rows, run_quality
+from streamrec.settings import load_settings
 
 
 def main() -> int:
@@ -49,6 +50,11 @@ def main() -> int:
     )
     p.add_argument("--untyped", action="store_true", help="treat every event type alike")
     p.add_argument(
+        "--keep-purchased",
+        action="store_true",
+        help="let lists show items the user bought (default: recs.exclude_purchased)",
+    )
+    p.add_argument(
         "--keep-history",
         action="store_true",
         help="rank the user's own history too (default: removed, as the compared papers do; "
@@ -65,6 +71,10 @@ def main() -> int:
         ds = ds.without_types()
     exclude = not args.keep_history and ds.exclude_history
     out = Path(args.out or f"var/quality/{ds.name}")
+    settings = load_settings()
+    if args.keep_purchased:
+        settings = settings.replace(recs={"exclude_purchased": False})
+    protocol = ListProtocol.from_settings(settings)
     print(ds.describe(), flush=True)
     t0 = time.perf_counter()
     rows = run_quality(
@@ -76,11 +86,13 @@ def main() -> int:
         exclude_history=exclude,
         epochs=args.epochs,
         overrides=args.set,
+        protocol=protocol,
     )
     print()
     print(format_table(ds, rows))
     print(
-        f"\nhistory {'removed' if exclude else 'kept'}; {(time.perf_counter() - t0) / 60:.1f} min; results in {out}/results.json"
+        f"\nhistory {'removed' if exclude else 'kept'}; {protocol.describe()}; "
+        f"{(time.perf_counter() - t0) / 60:.1f} min; results in {out}/results.json"
     )
     return 0
 

@@ -26,11 +26,13 @@ from torch import Tensor
 
 from encoders.item_features import ItemFeatures, ItemFeaturizer
 from encoders.model import EncoderConfig, StreamRecModel
+from encoders.ranker import Ranker, RankerConfig
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "model.json"
 _FEATURES_PREFIX = "vocab_features."
+_RANKER_PREFIX = "ranker."
 
 
 class CheckpointError(ValueError):
@@ -49,6 +51,9 @@ class TrainedModel:
     # (a hand-built model) means "features unknown": vocabulary vectors are then id embeddings on
     # top of the unknown-feature vector.
     vocab_features: ItemFeatures | None = None
+    # The learned scorer over candidate features (None: lists are the model's retrieval, ranked
+    # by the heuristic blend of the other sources where they apply).
+    ranker: Ranker | None = None
 
     def __post_init__(self) -> None:
         if self.vocab_features is None:
@@ -107,6 +112,9 @@ def save_checkpoint(directory: str | os.PathLike[str], trained: TrainedModel) ->
     assert trained.vocab_features is not None
     for name, t in trained.vocab_features.tensors().items():
         tensors[_FEATURES_PREFIX + name] = t.contiguous()
+    if trained.ranker is not None:
+        for name, t in trained.ranker.state_dict().items():
+            tensors[_RANKER_PREFIX + name] = t.detach().contiguous()
     blob = save_safetensors(tensors, metadata={"model_version": trained.model_version})
     weights, meta = out / WEIGHTS_FILE, out / META_FILE
     _write_atomic(weights, blob)
@@ -121,6 +129,8 @@ def save_checkpoint(directory: str | os.PathLike[str], trained: TrainedModel) ->
         "training": trained.metadata.get("training", {}),
         "item_ids": list(trained.item_ids),
     }
+    if trained.ranker is not None:
+        metadata["ranker"] = trained.ranker.cfg.to_dict()
     _write_atomic(meta, json.dumps(metadata, indent=1).encode("utf-8"))
     return out
 
@@ -215,7 +225,14 @@ def load_checkpoint(directory: str | os.PathLike[str]) -> TrainedModel:
     except (RuntimeError, ValueError, TypeError) as e:
         raise CheckpointError(f"{meta_path}: incompatible encoder config ({e})") from e
     feature_names = {n for n in tensors if n.startswith(_FEATURES_PREFIX)}
-    state = {n: t for n, t in tensors.items() if n not in feature_names}
+    ranker_names = {n for n in tensors if n.startswith(_RANKER_PREFIX)}
+    ranker = _load_ranker(
+        meta.get("ranker"),
+        {n[len(_RANKER_PREFIX) :]: tensors[n] for n in ranker_names},
+        meta_path,
+        weights_path,
+    )
+    state = {n: t for n, t in tensors.items() if n not in feature_names | ranker_names}
     if set(state) != set(expected):
         raise CheckpointError(
             f"{weights_path}: tensor names do not match the config "
@@ -249,7 +266,9 @@ def load_checkpoint(directory: str | os.PathLike[str]) -> TrainedModel:
     model.load_state_dict(state, strict=True)
     model.eval()
 
-    extra = {k: v for k, v in meta.items() if k not in ("item_ids", "config", "featurizer")}
+    extra = {
+        k: v for k, v in meta.items() if k not in ("item_ids", "config", "featurizer", "ranker")
+    }
     return TrainedModel(
         model=model,
         config=cfg,
@@ -258,4 +277,45 @@ def load_checkpoint(directory: str | os.PathLike[str]) -> TrainedModel:
         vocab_features=vocab_features,
         model_version=model_version,
         metadata=extra,
+        ranker=ranker,
     )
+
+
+def _load_ranker(
+    config: Any, state: dict[str, Tensor], meta_path: Path, weights_path: Path
+) -> Ranker | None:
+    """The checkpoint's ranker, checked like the model: shapes from the config on the meta
+    device first, finite values, and the feature names this code computes."""
+    from streamrec.recommend.candidates import FEATURES  # the serving side's feature list
+
+    if config is None and not state:
+        return None
+    if not isinstance(config, dict) or not state:
+        raise CheckpointError(f"{meta_path}: ranker config and ranker tensors must come together")
+    try:
+        cfg = RankerConfig.from_dict(config)
+        if not 0 < cfg.hidden <= 4096 or cfg.n_features != len(cfg.features):
+            raise ValueError(f"hidden={cfg.hidden}, {cfg.n_features} features {cfg.features}")
+        with torch.device("meta"):
+            expected = Ranker(cfg).state_dict()
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{meta_path}: bad ranker config ({e})") from e
+    if cfg.features != FEATURES:
+        raise CheckpointError(
+            f"{meta_path}: the ranker was trained on features {list(cfg.features)}; this code "
+            f"computes {list(FEATURES)}"
+        )
+    if set(state) != set(expected):
+        raise CheckpointError(f"{weights_path}: ranker tensors do not match its config")
+    for name, want in expected.items():
+        got = state[name]
+        if got.shape != want.shape or got.dtype != want.dtype:
+            raise CheckpointError(
+                f"{weights_path}: ranker tensor {name!r} is {got.dtype}{list(got.shape)}, "
+                f"the config needs {want.dtype}{list(want.shape)}"
+            )
+        if not bool(torch.isfinite(got).all()):
+            raise CheckpointError(f"{weights_path}: ranker tensor {name!r} has NaN/inf values")
+    ranker = Ranker(cfg)
+    ranker.load_state_dict(state, strict=True)
+    return ranker.eval()

@@ -39,6 +39,24 @@ class ItemFeatures:
     def with_id_index(self, id_index: Tensor) -> ItemFeatures:
         return replace(self, id_index=id_index)
 
+    def select(self, rows: Tensor) -> ItemFeatures:
+        """The features of ``rows`` [R] only, in that order (a training step's items)."""
+        ends = torch.cat(
+            [self.title_offsets[1:], self.title_offsets.new_tensor([len(self.title_tokens)])]
+        )
+        starts = self.title_offsets[rows]
+        lens = (ends - self.title_offsets)[rows]
+        offsets = torch.cat([lens.new_zeros(1), lens.cumsum(0)[:-1]])
+        total = int(lens.sum())
+        take = torch.repeat_interleave(starts - offsets, lens) + torch.arange(total)
+        return ItemFeatures(
+            id_index=self.id_index[rows],
+            category=self.category[rows],
+            price_bucket=self.price_bucket[rows],
+            title_tokens=self.title_tokens[take],
+            title_offsets=offsets,
+        )
+
     def tensors(self) -> dict[str, Tensor]:
         return {
             "id_index": self.id_index,

@@ -286,21 +286,32 @@ class _Trainer:
         if tc.id_dropout > 0:
             # teach the feature path to stand alone: it is all an unseen item will have
             ids = torch.where(torch.rand(cfg.n_item_ids) < tc.id_dropout, 0, ids)
-        item_vecs = model.item_tower(self.vocab_features.with_id_index(ids))
-        h = model.user_tower(item_vecs[rows], types, gapb, valid)
         scored = tgt >= 0
-        h, tgt = h[scored], tgt[scored]
         if tc.loss == "full" or tc.negatives >= cfg.n_item_ids - 1:
+            item_vecs = model.item_tower(self.vocab_features.with_id_index(ids))
+            h = model.user_tower(item_vecs[rows], types, gapb, valid)[scored]
             logits = model.score(h, item_vecs)
             logits[:, 0] = float("-inf")  # the unknown row is never a target
-            return F.cross_entropy(logits, tgt), len(tgt)
-        # sampled softmax: column 0 holds each position's own target, then shared uniform
-        # negatives; a negative equal to the position's target is masked (an accidental hit)
+            return F.cross_entropy(logits, tgt[scored]), int(scored.sum())
+        # Sampled softmax: the item tower runs on the rows this step uses only (inputs, targets,
+        # negatives), so a step costs the same at any catalog size. Column 0 holds each
+        # position's own target, then ``negatives`` items drawn uniformly and shared by the batch
+        # (uniform draws need no logQ correction: log q is the same constant for every item); a
+        # negative equal to the position's target is masked (an accidental hit).
         neg = torch.randint(1, cfg.n_item_ids, (tc.negatives,))
-        pos_logit = (h * item_vecs[tgt]).sum(-1, keepdim=True)
-        neg_logits = (h @ item_vecs[neg].T).masked_fill(neg[None, :] == tgt[:, None], float("-inf"))
+        used, inverse = torch.unique(
+            torch.cat([rows.flatten(), tgt[scored], neg]), return_inverse=True
+        )
+        vecs = model.item_tower(self.vocab_features.select(used).with_id_index(ids[used]))
+        n_rows, n_tgt = rows.numel(), int(scored.sum())
+        h = model.user_tower(vecs[inverse[:n_rows].view(rows.shape)], types, gapb, valid)[scored]
+        tgt = tgt[scored]
+        pos_logit = (h * vecs[inverse[n_rows : n_rows + n_tgt]]).sum(-1, keepdim=True)
+        neg_logits = (h @ vecs[inverse[n_rows + n_tgt :]].T).masked_fill(
+            neg[None, :] == tgt[:, None], float("-inf")
+        )
         logits = torch.cat([pos_logit, neg_logits], dim=1)
-        return F.cross_entropy(logits, torch.zeros_like(tgt)), len(tgt)
+        return F.cross_entropy(logits, torch.zeros_like(tgt)), n_tgt
 
     def _validate(self, model: StreamRecModel) -> dict[str, float]:
         model.eval()

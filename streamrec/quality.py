@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from encoders.checkpoint import TrainedModel, load_checkpoint, save_checkpoint
 from encoders.evaluate import (
     evaluate_model,
@@ -24,12 +26,54 @@ from encoders.evaluate import (
     leave_one_out,
     serving_agreement,
 )
+from encoders.metrics import at_k
 from encoders.presets import PRESETS, Preset
+from encoders.ranker import fit_ranker
 from encoders.train import train_model
 from streamrec.datasets import Dataset
+from streamrec.features.covisit import CoVisitConfig
+from streamrec.recommend.candidates import (
+    FEATURES,
+    CandidateConfig,
+    heuristic_scores,
+    source_scores,
+)
+from streamrec.recommend.offline import Case, ListState, candidates_for, ranks_of
+from streamrec.settings import Settings
 
 log = logging.getLogger(__name__)
 KS = (10, 50)
+# The simple lists every evaluation shows beside the model: name -> how its candidates are scored
+HEURISTICS = {
+    "recent items": lambda b: source_scores(b, "recent"),
+    "co-visitation": lambda b: source_scores(b, "covisit"),
+    "recent+covisit+popular": heuristic_scores,
+}
+
+
+@dataclass(frozen=True)
+class ListProtocol:
+    """How lists are built offline: the worker's candidate and co-visitation settings, and the
+    state it keeps per user (streamrec.recommend.offline)."""
+
+    candidates: CandidateConfig = dataclasses.field(default_factory=CandidateConfig)
+    covisit: CoVisitConfig = dataclasses.field(default_factory=CoVisitConfig)
+    history_max: int = 100
+    purchased_max: int = 50
+
+    def describe(self) -> str:
+        return "purchased items " + ("excluded" if self.candidates.exclude_purchased else "kept")
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ListProtocol:
+        from streamrec.recommend.engine import candidate_config, covisit_config
+
+        return cls(
+            candidate_config(settings),
+            covisit_config(settings),
+            settings.features.sequence_max,
+            settings.features.purchased_max,
+        )
 
 
 @dataclass
@@ -58,7 +102,11 @@ def run_preset(
     exclude_history: bool,
     progress: bool,
     epochs: int | None = None,
-) -> Row:
+    protocol: ListProtocol | None = None,
+) -> list[Row]:
+    """Train the preset, fit its ranker on the validation cases, save both in one checkpoint,
+    and return the test rows: the model's full ranking, and the ranked lists the worker serves."""
+    protocol = protocol or ListProtocol()
     split = leave_one_out(ds.sequences)
     tc = dataclasses.replace(
         preset.train,
@@ -89,25 +137,102 @@ def run_preset(
     minutes_used = (time.perf_counter() - t0) / 60
     summary = trained.metadata["training"]
     summary.update(dataset=ds.name, preset=preset.name)
+    state = ListState.from_sequences(split.train, protocol.covisit)
+    trained.ranker, summary["ranker"] = fit_ranker_on(
+        trained, _cases(split.valid), state, protocol, exclude_history, seed
+    )
     # the test numbers come from the saved checkpoint: what the worker would load
     save_checkpoint(target, trained)
     served = load_checkpoint(target)
     metrics = evaluate_model(served, split.test, KS, exclude_history)
+    ranked = ranked_metrics(served, _cases(split.test), state, protocol, exclude_history)
     agreement = serving_agreement(served, split.test, users=32)
     served.metadata["training"]["test"] = metrics
+    served.metadata["training"]["test_ranked"] = ranked
     served.metadata["training"]["serving_agreement"] = agreement
     save_checkpoint(target, served)
-    return Row(
-        preset.name,
-        metrics,
-        minutes=minutes_used,
-        epochs=summary["epochs_run"],
-        best_epoch=summary["best_epoch"],
-        params=_params(served),
-        serving_diff=agreement["max_abs_diff"],
-        checkpoint=str(target),
-        about=preset.about,
-    )
+    common = {
+        "minutes": minutes_used,
+        "epochs": summary["epochs_run"],
+        "best_epoch": summary["best_epoch"],
+        "params": _params(served),
+        "serving_diff": agreement["max_abs_diff"],
+        "checkpoint": str(target),
+    }
+    return [
+        Row(preset.name, metrics, about=preset.about + "; model alone, full ranking", **common),
+        Row(f"{preset.name} + ranker", ranked, about="the lists the worker serves", **common),
+    ]
+
+
+def _cases(cases: dict[str, tuple[list[Any], Any]]) -> list[Case]:
+    return [(h, t) for _, (h, t) in sorted(cases.items()) if h]
+
+
+def fit_ranker_on(
+    trained: TrainedModel,
+    cases: Sequence[Case],
+    state: ListState,
+    protocol: ListProtocol,
+    exclude_history: bool,
+    seed: int = 0,
+) -> tuple[Any, dict[str, Any]]:
+    """The ranker for ``trained``, fit on ``cases`` (events the encoder did not train on)."""
+    import numpy as np
+
+    from encoders.ranker import RankerTrainConfig
+
+    blocks = candidates_for(
+        cases, state, protocol.candidates, trained, protocol.history_max,
+        protocol.purchased_max, exclude_history,
+    )  # fmt: skip
+    features = np.concatenate([b.features for b, _ in blocks])
+    offsets: list[int] = [0]
+    labels: list[int] = []
+    base = 0
+    for batch, labs in blocks:
+        offsets.extend(base + o for o in batch.offsets[1:])
+        labels.extend(base + lab if lab >= 0 else -1 for lab in labs)
+        base += len(batch)
+    ranker, summary = fit_ranker(features, offsets, labels, FEATURES, RankerTrainConfig(seed=seed))
+    return ranker, summary
+
+
+def ranked_metrics(
+    trained: TrainedModel,
+    cases: Sequence[Case],
+    state: ListState,
+    protocol: ListProtocol,
+    exclude_history: bool,
+) -> dict[str, float]:
+    """HR/NDCG of the lists the worker serves with this checkpoint: candidates from every
+    source, scored by its ranker (by the heuristic blend when it has none)."""
+    blocks = candidates_for(
+        cases, state, protocol.candidates, trained, protocol.history_max,
+        protocol.purchased_max, exclude_history,
+    )  # fmt: skip
+    ranker = trained.ranker
+    score = heuristic_scores if ranker is None else (lambda b: ranker.score(b.features))
+    return at_k(torch.from_numpy(ranks_of(blocks, score)), KS)
+
+
+def heuristic_rows(
+    ds: Dataset, exclude_history: bool, protocol: ListProtocol | None = None
+) -> list[Row]:
+    """The simple lists on the leave-one-out test cases, built by the worker's list code from
+    state counted on the training events: recent items, co-visitation, and their blend with
+    popularity (what a worker serves without a model)."""
+    protocol = protocol or ListProtocol()
+    split = leave_one_out(ds.sequences)
+    state = ListState.from_sequences(split.train, protocol.covisit)
+    blocks = candidates_for(
+        _cases(split.test), state, protocol.candidates, None, protocol.history_max,
+        protocol.purchased_max, exclude_history,
+    )  # fmt: skip
+    return [
+        Row(name, at_k(torch.from_numpy(ranks_of(blocks, fn)), KS), about="heuristic")
+        for name, fn in HEURISTICS.items()
+    ]
 
 
 def popularity_row(ds: Dataset, exclude_history: bool) -> Row:
@@ -118,11 +243,17 @@ def popularity_row(ds: Dataset, exclude_history: bool) -> Row:
     return Row("popularity", metrics, about="most events in training first")
 
 
-def evaluate_checkpoint(ds: Dataset, directory: Path, exclude_history: bool) -> list[Row]:
-    """Popularity and a saved checkpoint on the dataset's leave-one-out test cases."""
+def evaluate_checkpoint(
+    ds: Dataset, directory: Path, exclude_history: bool, protocol: ListProtocol | None = None
+) -> list[Row]:
+    """Popularity, the heuristic lists and a saved checkpoint (its model's full ranking, and
+    the ranked lists it serves) on the dataset's leave-one-out test cases."""
+    protocol = protocol or ListProtocol()
     trained = load_checkpoint(directory)
     split = leave_one_out(ds.sequences)
     metrics = evaluate_model(trained, split.test, KS, exclude_history)
+    state = ListState.from_sequences(split.train, protocol.covisit)
+    ranked = ranked_metrics(trained, _cases(split.test), state, protocol, exclude_history)
     agreement = serving_agreement(trained, split.test, users=32)
     meta = trained.metadata.get("training", {})
     row = Row(
@@ -135,7 +266,15 @@ def evaluate_checkpoint(ds: Dataset, directory: Path, exclude_history: bool) -> 
         serving_diff=agreement["max_abs_diff"],
         checkpoint=str(directory),
     )
-    return [popularity_row(ds, exclude_history), row]
+    served = dataclasses.replace(row, name=f"{row.name} + ranker", metrics=ranked)
+    if trained.ranker is None:
+        served.name = f"{row.name} + heuristic blend"
+    return [
+        popularity_row(ds, exclude_history),
+        *heuristic_rows(ds, exclude_history, protocol),
+        row,
+        served,
+    ]
 
 
 def _cell(values: Sequence[float]) -> str:
@@ -144,27 +283,38 @@ def _cell(values: Sequence[float]) -> str:
     return f"{statistics.median(values):.4f} ({min(values):.4f}–{max(values):.4f})"
 
 
+BASELINES = ("popularity", *HEURISTICS)
+
+
 def format_table(ds: Dataset, rows: Sequence[Row], baseline: str = "sasrec") -> str:
     """Markdown table, one line per model; several rows of one model (seeds) are shown as
-    median (min–max)."""
+    median (min–max). NDCG@10 is compared with ``baseline`` and with the best simple list."""
     names = list(dict.fromkeys(r.name for r in rows))
     groups = {n: [r for r in rows if r.name == n] for n in names}
-    base = groups.get(baseline)
-    base_ndcg = statistics.median(r.metrics["ndcg@10"] for r in base) if base else 0.0
+
+    def median_ndcg(name: str) -> float:
+        g = groups.get(name)
+        return statistics.median(r.metrics["ndcg@10"] for r in g) if g else 0.0
+
+    base_ndcg = median_ndcg(baseline)
+    simple = max(BASELINES, key=median_ndcg)
+    best_simple = median_ndcg(simple)
     seeds = max(len(g) for g in groups.values())
     head = "| model | HR@10 | NDCG@10 | HR@50 | NDCG@50 | NDCG@10 vs " + baseline
-    head += " | epochs (best) | train min | params | serve Δ |"
+    head += " | vs best simple | epochs (best) | train min | params | serve Δ |"
     lines = [
         f"{ds.describe()}; leave-one-out, full ranking"
-        + (f"; median (min–max) over {seeds} seeds" if seeds > 1 else ""),
+        + (f"; median (min–max) over {seeds} seeds" if seeds > 1 else "")
+        + f"; best simple list: {simple}",
         "",
         head,
-        "|" + "---|" * 10,
+        "|" + "---|" * 11,
     ]
     for name, g in groups.items():
         cells = [_cell([r.metrics[m] for r in g]) for m in ("hr@10", "ndcg@10", "hr@50", "ndcg@50")]
-        ndcg = statistics.median(r.metrics["ndcg@10"] for r in g)
+        ndcg = median_ndcg(name)
         ratio = f"{ndcg / base_ndcg:.2f}×" if base_ndcg > 0 else ""
+        vs_simple = f"{ndcg / best_simple:.2f}×" if best_simple > 0 else ""
         r0 = g[0]
         trained = (
             f"{'/'.join(str(r.epochs) for r in g)} ({'/'.join(str(r.best_epoch) for r in g)}) | "
@@ -174,7 +324,7 @@ def format_table(ds: Dataset, rows: Sequence[Row], baseline: str = "sasrec") -> 
         )
         diffs = [r.serving_diff for r in g if r.serving_diff is not None]
         lines.append(
-            f"| {name} | {' | '.join(cells)} | {ratio} | {trained} | "
+            f"| {name} | {' | '.join(cells)} | {ratio} | {vs_simple} | {trained} | "
             + (f"{max(diffs):.1e} |" if diffs else " |")
         )
     return "\n".join(lines)
@@ -210,7 +360,7 @@ def load_rows(paths: Sequence[Path]) -> list[Row]:
     rows: list[Row] = []
     for path in paths:
         for r in json.loads(Path(path).read_text()):
-            if r["name"] == "popularity" and any(x.name == "popularity" for x in rows):
+            if r["name"] in BASELINES and any(x.name == r["name"] for x in rows):
                 continue
             rows.append(Row(**r))
     return rows
@@ -226,17 +376,18 @@ def run_quality(
     progress: bool = True,
     epochs: int | None = None,
     overrides: Sequence[str] = (),
+    protocol: ListProtocol | None = None,
 ) -> list[Row]:
     unknown = [p for p in presets if p not in PRESETS]
     if unknown:
         raise ValueError(f"unknown presets {unknown}; known: {', '.join(PRESETS)}")
-    rows = [popularity_row(ds, exclude_history)]
+    rows = [popularity_row(ds, exclude_history), *heuristic_rows(ds, exclude_history, protocol)]
     for name in presets:
         for seed in seeds:
             log.info("training %s on %s, seed %d (budget %.0f min)", name, ds.name, seed, minutes)
             # with several seeds each gets its own checkpoint directory
             target = out_dir if len(seeds) == 1 else out_dir / f"seed{seed}"
-            rows.append(
+            rows.extend(
                 run_preset(
                     ds,
                     with_overrides(PRESETS[name], overrides),
@@ -246,6 +397,7 @@ def run_quality(
                     exclude_history,
                     progress,
                     epochs,
+                    protocol,
                 )
             )
     out_dir.mkdir(parents=True, exist_ok=True)

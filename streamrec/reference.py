@@ -84,7 +84,7 @@ def run_reference(
             run.duplicates += 1
             continue
         run.accepted += 1
-        recommender.observe(parsed)
+        recommender.observe(parsed, state)
         run.last_event[parsed.user_id] = parsed
     users = sorted(run.last_event)
     jobs = [recommender.job(run.last_event[u], run.states[u]) for u in users]

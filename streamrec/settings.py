@@ -92,6 +92,22 @@ class RecsSettings:
     k: int
     batch_max: int
     batch_wait_ms: float
+    exclude_purchased: bool
+    source: str
+    candidates_recent: int
+    candidates_covisit: int
+    candidates_model: int
+    candidates_popular: int
+
+
+@dataclass(frozen=True)
+class CovisitSettings:
+    window_s: float
+    span: int
+    neighbours: int
+    max_items: int
+    half_life_s: float
+    user_items: int
 
 
 @dataclass(frozen=True)
@@ -119,6 +135,7 @@ class Settings:
     features: FeatureSettings
     model: ModelSettings
     recs: RecsSettings
+    covisit: CovisitSettings
     retrieval: RetrievalSettings
     data: DataSettings
 
@@ -228,6 +245,12 @@ _POSITIVE = {
     "model.threads",
     "recs.k",
     "recs.batch_max",
+    "covisit.window_s",
+    "covisit.span",
+    "covisit.neighbours",
+    "covisit.max_items",
+    "covisit.half_life_s",
+    "covisit.user_items",
     "retrieval.ann_min_items",
     "retrieval.rebuild_fraction",
     "retrieval.hnsw_m",
@@ -235,8 +258,18 @@ _POSITIVE = {
     "retrieval.hnsw_ef_search",
     "retrieval.target_recall",
 }
-_NON_NEGATIVE = {"validation.max_future_skew_s", "recs.batch_wait_ms"}
-_CHOICES = {"retrieval.method": ("exact", "hnsw", "auto")}
+_NON_NEGATIVE = {
+    "validation.max_future_skew_s",
+    "recs.batch_wait_ms",
+    "recs.candidates_recent",
+    "recs.candidates_covisit",
+    "recs.candidates_model",
+    "recs.candidates_popular",
+}
+_CHOICES = {
+    "retrieval.method": ("exact", "hnsw", "auto"),
+    "recs.source": ("auto", "recent", "covisit", "popularity", "heuristic"),
+}
 
 
 def _check_range(name: str, value: Any) -> None:

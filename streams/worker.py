@@ -147,7 +147,7 @@ class Worker:
                 event.ack()
             return
         self.users[key] = state.to_bytes()
-        self.recommender.observe(parsed)
+        self.recommender.observe(parsed, state)
         self.metrics.inc("events_accepted")
         job = self.recommender.job(parsed, state)
         if job.reordered:
@@ -155,19 +155,19 @@ class Worker:
         await self.batcher.submit((job, event))
 
     async def _seed_popularity(self) -> None:
-        """Popularity lives in memory; once the tables are recovered, seed it from the users'
-        stored sequences so the fallback list is not empty after a restart until traffic returns."""
+        """Popularity and co-visitation live in memory; once the tables are recovered, seed them
+        from the users' stored sequences, so lists after a restart do not wait for traffic."""
         while not self.ready():
             await asyncio.sleep(0.2)
         users = 0
         for _, raw in self.users.items():
-            for item, code, ts, _ in UserState.from_bytes(raw).seq:
-                self.recommender.popularity.add(item, code, ts)
+            self.recommender.seed(UserState.from_bytes(raw))
             users += 1
         log.info(
-            "popularity seeded from %d users' recent events: %d items",
+            "popularity and co-visitation seeded from %d users' recent events: %d and %d items",
             users,
             len(self.recommender.popularity),
+            len(self.recommender.covisit),
         )
 
     async def _publish(self, batch: list[tuple[Job, Any]]) -> None:
@@ -255,6 +255,9 @@ class Worker:
             "catalog_ready": float(self.catalog.ready.is_set()),
             "batcher_pending": float(len(self.batcher)),
             "popularity_items": float(len(self.recommender.popularity)),
+            "covisit_items": float(len(self.recommender.covisit)),
+            "covisit_pairs_added": float(self.recommender.covisit.pairs_added),
+            "covisit_items_dropped": float(self.recommender.covisit.items_dropped),
         }
         retrieval = self.recommender.catalog.retriever.stats
         g.update({f"retrieval_{k}": float(v) for k, v in dataclasses.asdict(retrieval).items()})

@@ -7,9 +7,10 @@ events of a micro-batch.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,8 +19,16 @@ import torch
 from encoders.checkpoint import TrainedModel
 from encoders.incremental import IncrementalEncoder, StepRequest
 from streamrec.events.schema import Event, Item
+from streamrec.features.covisit import CoVisitation, CoVisitConfig
 from streamrec.features.popularity import DecayedPopularity
-from streamrec.features.user_state import RecentEvents, UserState
+from streamrec.features.user_state import RecentEvents, UserState, event_id_hash
+from streamrec.recommend.candidates import (
+    CandidateConfig,
+    UserContext,
+    build_candidates,
+    heuristic_scores,
+    source_scores,
+)
 from streamrec.recommend.catalog import Catalog
 from streamrec.retrieve.hnsw import HnswParams
 from streamrec.retrieve.retriever import RetrievalConfig
@@ -28,6 +37,10 @@ from streamrec.settings import Settings
 log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 POPULARITY_VERSION = "popularity"
+# What a list came from (its "source" field): the model's candidates ranked with the other
+# sources, or, without a model, the heuristic blend or one simple source alone.
+MODEL, HEURISTIC, POPULARITY = "model", "heuristic", "popularity"
+SINGLE_SOURCES = ("recent", "covisit")
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +58,21 @@ class Job:
     @property
     def reordered(self) -> bool:
         return self.inserted_at < self.position
+
+
+def candidate_config(settings: Settings) -> CandidateConfig:
+    r = settings.recs
+    return CandidateConfig(
+        recent=r.candidates_recent,
+        covisit=r.candidates_covisit,
+        model=r.candidates_model,
+        popular=r.candidates_popular,
+        exclude_purchased=r.exclude_purchased,
+    )
+
+
+def covisit_config(settings: Settings) -> CoVisitConfig:
+    return CoVisitConfig(**dataclasses.asdict(settings.covisit))
 
 
 def retrieval_config(settings: Settings) -> RetrievalConfig:
@@ -68,7 +96,10 @@ class Recommender:
     def __init__(self, settings: Settings, model: TrainedModel | None = None) -> None:
         self.settings = settings
         self.k = settings.recs.k
+        self.source = settings.recs.source
+        self.candidates = candidate_config(settings)
         self.popularity = DecayedPopularity(settings.features.popularity_half_life_s)
+        self.covisit = CoVisitation(covisit_config(settings))
         self.catalog = Catalog(model, retrieval=retrieval_config(settings))
         self.model: TrainedModel | None = None
         self.encoder: IncrementalEncoder | None = None
@@ -79,6 +110,10 @@ class Recommender:
     @property
     def model_version(self) -> str:
         return self.model.model_version if self.model is not None else POPULARITY_VERSION
+
+    @property
+    def serves_model(self) -> bool:
+        return self.encoder is not None and self.source == "auto"
 
     def set_model(self, model: TrainedModel | None) -> None:
         """Serve a new model from the next batch on (caches are dropped: they belong to the old one)."""
@@ -115,12 +150,27 @@ class Recommender:
 
     # -- per event -------------------------------------------------------------------------------
 
-    def observe(self, event: Event) -> None:
-        """Account an accepted event in the item-side features."""
+    def observe(self, event: Event, state: UserState) -> None:
+        """Account an accepted event in the item-side features: popularity, and co-visitation
+        with the user's other recent events (``state`` is the user's state with it applied)."""
         self.popularity.add(event.item_id, event.type_code, event.ts)
+        h = event_id_hash(event.event_id)
+        span = self.covisit.config.span
+        previous = [(i, c, t) for i, c, t, d in state.seq[-span - 1 :] if d != h][-span:]
+        self.covisit.observe(previous, (event.item_id, event.type_code, event.ts))
+
+    def seed(self, state: UserState) -> None:
+        """Item-side features from a user's stored sequence (after a restart: they live in
+        memory, the sequences in the table)."""
+        for item, code, ts, _ in state.seq:
+            self.popularity.add(item, code, ts)
+        self.covisit.observe_sequence([(i, c, t) for i, c, t, _ in state.seq])
 
     def job(self, event: Event, state: UserState) -> Job:
-        n = self.model.config.context_events if self.model is not None else 1
+        # the whole kept sequence: the encoder rebuilds from its tail, candidates read all of it
+        n = self.settings.features.sequence_max
+        if self.model is not None:
+            n = max(n, self.model.config.context_events)
         at = state.position_of(event)
         return Job(
             event,
@@ -142,22 +192,24 @@ class Recommender:
         for i, job in enumerate(jobs):
             last[job.event.user_id] = i
         final = sorted(last.values())
-        if self.encoder is None or fallback:
-            if fallback and self.encoder is not None:
-                self.encoder.clear()  # the failed batch may have left some users half-stepped
-            lists = [self._popular(jobs[i]) for i in final]
-            source = "popularity"
+        finals = [jobs[i] for i in final]
+        if fallback and self.encoder is not None:
+            self.encoder.clear()  # the failed batch may have left some users half-stepped
+        if self.source == POPULARITY:
+            lists, source = [self._popular(j) for j in finals], POPULARITY
+        elif self.serves_model and not fallback:
+            lists, source = self._ranked(self._encode(jobs, final), finals), MODEL
         else:
-            vectors = self._encode(jobs, final)
-            lists = self._rank(vectors, [jobs[i] for i in final])
-            source = "model"
+            lists = self._heuristic(finals)
+            source = self.source if self.source in SINGLE_SOURCES else HEURISTIC
         emitted = time.time() if now is None else now
+        version = self.model_version if source == MODEL else source
         return [
             {
                 "schema": SCHEMA_VERSION,
                 "user_id": jobs[i].event.user_id,
                 "items": [{"item_id": item, "score": round(score, 6)} for item, score in items],
-                "model_version": self.model_version if source == "model" else POPULARITY_VERSION,
+                "model_version": version,
                 "source": source,
                 "event_id": jobs[i].event.event_id,
                 "event_ts": jobs[i].event.ts,
@@ -217,14 +269,64 @@ class Recommender:
             self._refresh_item_vectors()
         return enc.step(requests)[last_request]
 
-    def _rank(self, vectors: torch.Tensor, jobs: Sequence[Job]) -> list[list[tuple[str, float]]]:
+    def _contexts(self, jobs: Sequence[Job]) -> list[UserContext]:
+        n = self.settings.features.sequence_max
+        out = []
+        for j in jobs:
+            history = [(i, c, t) for i, c, t, _ in j.recent.entries[-n:]]
+            now = history[-1][2] if history else j.event.ts  # the user's newest event
+            out.append(UserContext(history, j.purchased, now))
+        return out
+
+    def _listable(self) -> Callable[[str], bool] | None:
+        # Before a catalog arrives, any item seen in events may be listed; after, only available ones.
         index = self.catalog.index
-        exclude = [[index.row_of[i] for i in j.purchased if i in index.row_of] for j in jobs]
-        ranked = self.catalog.retriever.topk(vectors, self.k, exclude)
-        return [[(index.ids[r], s) for r, s in rows] for rows in ranked]
+        return index.is_available if len(index) else None
+
+    def _heuristic(self, jobs: Sequence[Job]) -> list[list[tuple[str, float]]]:
+        """Without a model: recent items, co-visitation neighbours and popularity (or, for a
+        baseline worker, one of them alone)."""
+        cfg = self.candidates
+        pop = self.popularity.top(max(cfg.popular, self.k), accept=self._listable())
+        batch = build_candidates(
+            self._contexts(jobs), cfg, self.covisit, pop, None, self._listable()
+        )
+        if self.source in SINGLE_SOURCES:
+            scores = source_scores(batch, self.source)
+        else:
+            scores = heuristic_scores(batch)
+        return [[(i, s) for i, s in top if s > float("-inf")] for top in batch.top(scores, self.k)]
+
+    def _ranked(self, vectors: torch.Tensor, jobs: Sequence[Job]) -> list[list[tuple[str, float]]]:
+        """The model's retrieval with the other sources' candidates, ranked by the checkpoint's
+        ranker; a checkpoint without one serves its retrieval as it is."""
+        assert self.model is not None
+        index = self.catalog.index
+        cfg = self.candidates
+        exclude_ids = [j.purchased if cfg.exclude_purchased else frozenset() for j in jobs]
+        exclude = [[index.row_of[i] for i in ids if i in index.row_of] for ids in exclude_ids]
+        ranker = self.model.ranker
+        fetch = self.k if ranker is None else max(self.k, cfg.model)
+        ranked = self.catalog.retriever.topk(vectors, fetch, exclude)
+        model_lists = [[(index.ids[r], s) for r, s in rows] for rows in ranked]
+        if ranker is None:
+            return model_lists
+        pop = self.popularity.top(cfg.popular, accept=self._listable())
+        batch = build_candidates(
+            self._contexts(jobs), cfg, self.covisit, pop, model_lists, self._listable()
+        )
+        if len(batch):
+            # exact model scores for every candidate, whichever source found it
+            row_of = index.row_of
+            rows = torch.tensor([row_of.get(i, -1) for i in batch.item_ids])
+            known = rows >= 0
+            users = torch.tensor(batch.users)
+            scores = torch.zeros(len(batch))
+            m = index.matrix
+            scores[known] = (vectors[users[known]] * m[rows[known]]).sum(-1)
+            batch.set_model_scores(scores.numpy())
+        return batch.top(ranker.score(batch.features), self.k)
 
     def _popular(self, job: Job) -> list[tuple[str, float]]:
-        index = self.catalog.index
-        # Before a catalog arrives, any item seen in events may be listed; after, only available ones.
-        listable = index.is_available if len(index) else None
-        return self.popularity.top(self.k, exclude=job.purchased, accept=listable)
+        exclude = job.purchased if self.candidates.exclude_purchased else frozenset()
+        return self.popularity.top(self.k, exclude=exclude, accept=self._listable())

@@ -40,7 +40,9 @@ def test_quality_smoke(
     ds = load_dataset(str(chain_file), "sasrec", min_events=3)
     rows = run_quality(ds, ["sasrec", "streamrec"], tmp_path, minutes=5, epochs=3, progress=False)
     by = {r.name: r for r in rows}
-    assert set(by) == {"popularity", "sasrec", "streamrec"}
+    simple = ["popularity", "recent items", "co-visitation", "recent+covisit+popular"]
+    models = ["sasrec", "sasrec + ranker", "streamrec", "streamrec + ranker"]
+    assert list(by) == simple + models
     for name in ("sasrec", "streamrec"):
         r = by[name]
         assert 1 <= r.best_epoch <= r.epochs <= 3
@@ -48,14 +50,21 @@ def test_quality_smoke(
     # chains are learnable: the sequence models beat popularity by a wide margin
     assert by["streamrec"].metrics["hr@10"] > by["popularity"].metrics["hr@10"] + 0.1
     saved = json.loads((tmp_path / "results.json").read_text())
-    assert [r["name"] for r in saved] == ["popularity", "sasrec", "streamrec"]
+    assert [r["name"] for r in saved] == simple + models
     table = format_table(ds, rows)
-    assert "| streamrec |" in table and "| sasrec |" in table
+    assert "| streamrec |" in table and "| sasrec |" in table and "| recent items |" in table
+    # the ranker sees the model's score: on chains it keeps most of the model's hits
+    ranked = by["streamrec + ranker"].metrics
+    assert ranked["hr@10"] > 0.5 * by["streamrec"].metrics["hr@10"]
+    assert ranked["hr@10"] > by["popularity"].metrics["hr@10"] + 0.1
+    print({n: round(r.metrics["hr@10"], 3) for n, r in by.items()})
 
     # the worker-loadable checkpoint carries its test numbers, and `streamrec evaluate` on it
     # reproduces them
     meta = load_checkpoint(tmp_path / "streamrec").metadata["training"]
     assert meta["test"] == pytest.approx(by["streamrec"].metrics)
+    assert meta["test_ranked"] == pytest.approx(ranked)
+    assert load_checkpoint(tmp_path / "streamrec").ranker is not None
     rc = cli_main(
         [
             "evaluate",
@@ -70,6 +79,7 @@ def test_quality_smoke(
     out = capsys.readouterr().out
     ndcg = f"{by['streamrec'].metrics['ndcg@10']:.4f}"
     assert ndcg in out and "history removed" in out
+    assert f"| streamrec + ranker | {ranked['hr@10']:.4f} | {ranked['ndcg@10']:.4f} |" in out
 
 
 def test_bench_quality_command(chain_file: Path, tmp_path: Path) -> None:

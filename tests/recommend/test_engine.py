@@ -46,7 +46,7 @@ def feed(rec, events, lim=LIMITS):
     for e in events:
         st = states.setdefault(e.user_id, UserState())
         if st.apply(e, lim):
-            rec.observe(e)
+            rec.observe(e, st)
             jobs.append(rec.job(e, st))
     return jobs
 
@@ -104,17 +104,53 @@ def test_batched_equals_one_by_one(trained):
             assert abs(x["score"] - y["score"]) < 1e-4
 
 
-def test_without_a_model_lists_come_from_popularity():
-    rec = Recommender(settings(k=3), None)
-    rec.upsert_items([Item(f"p{i}", "c", 1.0) for i in range(5)])
-    events = [
-        Event(f"e{n}", f"v{n}", "p1" if n < 5 else "p2", "click", 1.7e9 + n) for n in range(8)
+def blend_events():
+    t = 1.7e9
+    events = []
+    for n in range(5):  # p1 then p3: co-visited; both popular
+        events += [
+            Event(f"a{n}1", f"a{n}", "p1", "click", t + n),
+            Event(f"a{n}3", f"a{n}", "p3", "click", t + n + 10),
+        ]
+    events += [Event(f"b{n}", f"b{n}", "p2", "click", t + 20 + n) for n in range(3)]
+    events += [
+        Event("x4", "x", "p4", "click", t + 100),
+        Event("x1", "x", "p1", "click", t + 101),
+        Event("w1", "w", "p1", "purchase", t + 102),
     ]
-    events.append(Event("mine", "w", "p1", "purchase", 1.7e9 + 9))
-    lists = {r["user_id"]: r for r in rec.recommend(feed(rec, events))}
-    assert lists["v0"]["source"] == "popularity" and lists["v0"]["model_version"] == "popularity"
-    assert [x["item_id"] for x in lists["v7"]["items"]] == ["p1", "p2"]
-    assert [x["item_id"] for x in lists["w"]["items"]] == ["p2"]  # own purchase excluded
+    return events
+
+
+def test_without_a_model_lists_blend_recent_covisitation_and_popularity():
+    rec = Recommender(settings(k=4), None)
+    rec.upsert_items([Item(f"p{i}", "c", 1.0) for i in range(6)])
+    lists = {r["user_id"]: r for r in rec.recommend(feed(rec, blend_events()))}
+    assert lists["x"]["source"] == "heuristic" and lists["x"]["model_version"] == "heuristic"
+    # own items newest first, then p1's co-visited p3, then the most popular left (p2)
+    assert [x["item_id"] for x in lists["x"]["items"]] == ["p1", "p4", "p3", "p2"]
+    # a bought item is not listed; its co-visited neighbours lead, then popularity
+    assert [x["item_id"] for x in lists["w"]["items"]] == ["p3", "p4", "p2"]
+
+
+def test_bought_items_are_listed_when_the_policy_allows():
+    s = load_settings(env={"STREAMREC_RECS_K": "4", "STREAMREC_RECS_EXCLUDE_PURCHASED": "false"})
+    rec = Recommender(s, None)
+    rec.upsert_items([Item(f"p{i}", "c", 1.0) for i in range(6)])
+    lists = {r["user_id"]: r for r in rec.recommend(feed(rec, blend_events()))}
+    assert [x["item_id"] for x in lists["w"]["items"]][0] == "p1"
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [("recent", ["p1", "p4"]), ("covisit", ["p3", "p1", "p4"]), ("popularity", ["p1", "p3", "p2", "p4"])],
+)
+def test_a_baseline_worker_serves_one_source_alone(source, expected):
+    s = load_settings(env={"STREAMREC_RECS_K": "4", "STREAMREC_RECS_SOURCE": source})
+    rec = Recommender(s, None)
+    rec.upsert_items([Item(f"p{i}", "c", 1.0) for i in range(6)])
+    lists = {r["user_id"]: r for r in rec.recommend(feed(rec, blend_events()))}
+    assert lists["x"]["source"] == source
+    assert [x["item_id"] for x in lists["x"]["items"]] == expected
 
 
 def test_changed_item_vectors_drop_the_encoder_cache(trained):
@@ -130,14 +166,14 @@ def test_changed_item_vectors_drop_the_encoder_cache(trained):
     assert rec.encoder.stats.cached_users == 0
 
 
-def test_fallback_serves_popularity_with_a_model_loaded(trained):
+def test_fallback_serves_the_heuristic_blend_with_a_model_loaded(trained):
     model, items = trained
     rec = Recommender(settings(k=3), model)
     rec.upsert_items([Item(i, v["category"], v["price"], v["title"]) for i, v in items.items()])
     jobs = feed(rec, [Event(f"e{n}", f"f{n}", "i5", "click", 1.7e9 + n) for n in range(3)])
     out = rec.recommend(jobs, fallback=True)
-    assert {r["source"] for r in out} == {"popularity"}
-    assert {r["model_version"] for r in out} == {"popularity"}
+    assert {r["source"] for r in out} == {"heuristic"}
+    assert {r["model_version"] for r in out} == {"heuristic"}
     assert out[0]["items"][0]["item_id"] == "i5"
 
 

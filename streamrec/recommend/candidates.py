@@ -1,0 +1,271 @@
+"""Candidates from several sources, each with the features one scorer ranks them by.
+
+On logs where people return to items, the user's own recent items are the strongest simple list,
+and co-visitation neighbours of their last items the next; a two-tower inner product can put
+neither first. So a list is drawn from four sources and one scorer decides between them:
+
+* **repeat**: the user's recent distinct items, newest first;
+* **co-visitation**: neighbours of the user's last items (``streamrec.features.covisit``);
+* **model**: the user tower's retrieval over the catalog (exploration);
+* **popularity**: the decayed most popular items (for users with little else).
+
+Every candidate gets the same feature row, whichever source found it (``FEATURES``). The learned
+scorer (``encoders.ranker``) is trained on these rows by ``streamrec train``; without a model
+``heuristic_scores`` ranks them (recent, then co-visitation, then popularity). Plain Python and
+numpy: the worker, replay and the offline evaluation all call ``build_candidates``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from streamrec.features.covisit import CoVisitation, Visit
+
+FEATURES: tuple[str, ...] = (
+    "model_score",  # user vector · item vector (0 without a model)
+    "model_rank",  # log1p(rank in the model's retrieval), or past its end
+    "in_history",  # the user touched it within the kept sequence
+    "recency_rank",  # log1p(distinct items touched since), or past the end
+    "age",  # log1p(seconds since the user last touched it) / 10, or past 30 days
+    "n_browse",  # log1p(the user's events on it) per type
+    "n_click",
+    "n_purchase",
+    "last_type",  # type code + 1 of the user's last event on it (0: none)
+    "covisit",  # co-visitation score with the user's last items (0: none)
+    "covisit_rank",  # log1p(rank among the user's co-visitation neighbours), or past the end
+    "popularity",  # decayed popularity, log2 relative to the most popular item / 20, or -1
+)
+N_FEATURES = len(FEATURES)
+F = {name: i for i, name in enumerate(FEATURES)}
+AGE_NONE = math.log1p(30 * 86400.0) / 10 + 0.1
+SOURCE_BITS = {"recent": 1, "covisit": 2, "model": 4, "popular": 8}
+
+
+@dataclass(frozen=True, slots=True)
+class CandidateConfig:
+    recent: int = 30  # distinct recent items taken as candidates
+    covisit: int = 50  # co-visitation neighbours taken
+    model: int = 50  # retrieved by the model
+    popular: int = 20  # most popular items taken
+    exclude_purchased: bool = True  # never list an item the user bought (recs.exclude_purchased)
+
+
+@dataclass(frozen=True, slots=True)
+class UserContext:
+    """What the candidate step needs about one user at one moment."""
+
+    history: Sequence[Visit]  # the kept sequence, oldest first (item, type code, ts)
+    purchased: frozenset[str]
+    now: float  # event time of the list (the user's newest event)
+    excluded: frozenset[str] = frozenset()  # never listed (e.g. the whole history on ML-1M)
+
+
+@dataclass
+class CandidateBatch:
+    """Candidates of a batch of users, flat: user b owns rows offsets[b]:offsets[b + 1]."""
+
+    item_ids: list[str] = field(default_factory=list)
+    users: list[int] = field(default_factory=list)  # owning user of each row
+    offsets: list[int] = field(default_factory=lambda: [0])
+    sources: list[int] = field(default_factory=list)  # SOURCE_BITS or-ed
+    features: np.ndarray = field(default_factory=lambda: np.zeros((0, N_FEATURES), np.float32))
+
+    def __len__(self) -> int:
+        return len(self.item_ids)
+
+    @property
+    def n_users(self) -> int:
+        return len(self.offsets) - 1
+
+    def set_model_scores(self, scores: np.ndarray) -> None:
+        self.features[:, F["model_score"]] = scores
+
+    def top(self, scores: np.ndarray, k: int) -> list[list[tuple[str, float]]]:
+        """Each user's ``k`` best candidates under ``scores`` (one per row), best first; ties
+        keep the order the sources added them in (repeat, co-visitation, model, popularity)."""
+        out = []
+        for b in range(self.n_users):
+            lo, hi = self.offsets[b], self.offsets[b + 1]
+            s = scores[lo:hi]
+            order = np.argsort(-s, kind="stable")[:k]
+            out.append([(self.item_ids[lo + i], float(s[i])) for i in order])
+        return out
+
+
+def recent_items(history: Sequence[Visit], n: int | None = None) -> list[str]:
+    """The user's distinct items, most recently touched first (the "recently viewed" list)."""
+    out: list[str] = []
+    seen: set[str] = set()
+    for item, _, _ in reversed(history):
+        if item not in seen:
+            seen.add(item)
+            out.append(item)
+            if n is not None and len(out) >= n:
+                break
+    return out
+
+
+def build_candidates(
+    contexts: Sequence[UserContext],
+    cfg: CandidateConfig,
+    covisit: CoVisitation | None,
+    popular: Sequence[tuple[str, float]],
+    model_lists: Sequence[Sequence[tuple[str, float]]] | None = None,
+    listable: Callable[[str], bool] | None = None,
+) -> CandidateBatch:
+    """Candidates and their features for each user. ``popular`` is the shared popularity head
+    as (item, log2 score), best first; ``model_lists`` the model's retrieval per user (best
+    first), or None without a model; ``listable`` says whether an item may be listed at all
+    (available in the catalog). Model scores are set afterwards (``set_model_scores``) for
+    every row, from whichever source it came."""
+    batch = CandidateBatch()
+    rows: list[list[float]] = []
+    pop_top = popular[0][1] if popular else 0.0
+    pop_score = {i: s for i, s in popular}
+    sentinels = (math.log1p(cfg.model + 1), math.log1p(cfg.recent + 1), math.log1p(cfg.covisit + 1))
+    for b, ctx in enumerate(contexts):
+        recent = recent_items(ctx.history)
+        block = _UserBlock(batch, rows, b, ctx, cfg, listable)
+        stats = _history_stats(ctx.history)
+        for item in recent[: cfg.recent]:
+            block.add(item, "recent", stats, pop_score, pop_top, sentinels)
+        if covisit is not None:
+            neighbours = covisit.for_user(recent, cfg.covisit)
+            ranked = sorted(neighbours.items(), key=lambda kv: -kv[1])
+            for rank, (item, score) in enumerate(ranked):
+                row = block.add(item, "covisit", stats, pop_score, pop_top, sentinels)
+                if row is not None:
+                    row[F["covisit"]] = score
+                    row[F["covisit_rank"]] = math.log1p(rank)
+        if model_lists is not None:
+            for rank, (item, _) in enumerate(model_lists[b][: cfg.model]):
+                row = block.add(item, "model", stats, pop_score, pop_top, sentinels)
+                if row is not None:
+                    row[F["model_rank"]] = math.log1p(rank)
+        for item, _ in popular[: cfg.popular]:
+            block.add(item, "popular", stats, pop_score, pop_top, sentinels)
+        batch.offsets.append(len(batch.item_ids))
+    if rows:
+        batch.features = np.asarray(rows, dtype=np.float32)
+    return batch
+
+
+class _UserBlock:
+    """One user's candidates while they are collected: each item once, with the bits of every
+    source that proposed it."""
+
+    def __init__(
+        self,
+        batch: CandidateBatch,
+        rows: list[list[float]],
+        user: int,
+        ctx: UserContext,
+        cfg: CandidateConfig,
+        listable: Callable[[str], bool] | None,
+    ) -> None:
+        self.batch, self.rows, self.user, self.now = batch, rows, user, ctx.now
+        self.start = len(batch.item_ids)
+        self.chosen: dict[str, int] = {}
+        self.banned = ctx.excluded | (ctx.purchased if cfg.exclude_purchased else frozenset())
+        self.listable = listable
+
+    def add(
+        self,
+        item: str,
+        source: str,
+        stats: Mapping[str, tuple[int, float, list[int], int]],
+        pop_score: Mapping[str, float],
+        pop_top: float,
+        sentinels: tuple[float, float, float],
+    ) -> list[float] | None:
+        """The item's feature row (new or already there), or None when it may not be listed."""
+        at = self.chosen.get(item)
+        if at is not None:
+            self.batch.sources[at] |= SOURCE_BITS[source]
+            return self.rows[at]
+        if item in self.banned or (self.listable is not None and not self.listable(item)):
+            return None
+        at = self.chosen[item] = len(self.batch.item_ids)
+        self.batch.item_ids.append(item)
+        self.batch.users.append(self.user)
+        self.batch.sources.append(SOURCE_BITS[source])
+        row = _base_row(item, stats, self.now, pop_score, pop_top, sentinels)
+        self.rows.append(row)
+        return row
+
+
+def _history_stats(history: Sequence[Visit]) -> dict[str, tuple[int, float, list[int], int]]:
+    """item -> (recency rank among distinct items, last ts, events per type, last type)."""
+    out: dict[str, tuple[int, float, list[int], int]] = {}
+    for item, code, ts in reversed(history):
+        st = out.get(item)
+        if st is None:
+            counts = [0, 0, 0]
+            counts[code] += 1
+            out[item] = (len(out), ts, counts, code)
+        else:
+            st[2][code] += 1
+    return out
+
+
+def _base_row(
+    item: str,
+    stats: Mapping[str, tuple[int, float, list[int], int]],
+    now: float,
+    pop_score: Mapping[str, float],
+    pop_top: float,
+    sentinels: tuple[float, float, float],
+) -> list[float]:
+    none_model, none_recent, none_covisit = sentinels
+    st = stats.get(item)
+    pop = pop_score.get(item)
+    row = [0.0] * N_FEATURES
+    row[F["model_rank"]] = none_model
+    row[F["covisit_rank"]] = none_covisit
+    row[F["popularity"]] = -1.0 if pop is None else max(-20.0, pop - pop_top) / 20.0
+    if st is None:
+        row[F["recency_rank"]] = none_recent
+        row[F["age"]] = AGE_NONE
+    else:
+        rank, ts, counts, code = st
+        row[F["in_history"]] = 1.0
+        row[F["recency_rank"]] = min(math.log1p(rank), none_recent)
+        row[F["age"]] = math.log1p(max(0.0, now - ts)) / 10
+        row[F["n_browse"]] = math.log1p(counts[0])
+        row[F["n_click"]] = math.log1p(counts[1])
+        row[F["n_purchase"]] = math.log1p(counts[2])
+        row[F["last_type"]] = code + 1.0
+    return row
+
+
+def heuristic_scores(batch: CandidateBatch) -> np.ndarray:
+    """The list without a model: the user's recent items, newest first, then co-visitation
+    neighbours of their last items, then popularity (each source only after the one before)."""
+    f = batch.features
+    if not len(f):
+        return np.zeros(0, np.float32)
+    seen = f[:, F["in_history"]]
+    repeat = seen * (4.0 - f[:, F["recency_rank"]] / (f[:, F["recency_rank"]].max() + 1.0))
+    covisit = (1.0 - seen) * np.minimum(f[:, F["covisit"]], 1.9) / 2.0
+    popular = np.clip(f[:, F["popularity"]], -1.0, 0.0) * 0.01
+    return (repeat + covisit + popular).astype(np.float32)
+
+
+def source_scores(batch: CandidateBatch, source: str) -> np.ndarray:
+    """One source on its own (the baseline rows of an evaluation): its candidates in its own
+    order, the others never listed."""
+    f = batch.features
+    bits = np.asarray(batch.sources, dtype=np.int64) & SOURCE_BITS[source]
+    if source == "recent":
+        s = -f[:, F["recency_rank"]]
+    elif source == "covisit":
+        s = f[:, F["covisit"]]
+    elif source == "model":
+        s = -f[:, F["model_rank"]]
+    else:
+        s = f[:, F["popularity"]]
+    return np.where(bits > 0, s, -np.inf).astype(np.float32)

@@ -1,0 +1,160 @@
+"""The list-building path of the worker, run offline on a split: candidates for held-out cases,
+from state built on the training events alone, with the same code the worker calls.
+
+Used to train the ranker (on validation cases) and to evaluate every list source side by side
+(recent items, co-visitation, popularity, the model's retrieval, the ranked blend) under the
+leave-one-out protocol, by item id: what the list would have shown.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from encoders.checkpoint import TrainedModel
+from encoders.evaluate import encode_history, user_vectors
+from streamrec.features.covisit import CoVisitation, CoVisitConfig, Visit
+from streamrec.features.popularity import DecayedPopularity
+from streamrec.recommend.candidates import (
+    FEATURES,
+    CandidateBatch,
+    CandidateConfig,
+    UserContext,
+    build_candidates,
+)
+
+Case = tuple[Sequence[Visit], Visit]  # (history, the event that came next)
+PURCHASE = 2
+BLOCK = 1024  # users per candidate block: bounds the [B, N] score matrix
+
+
+@dataclass
+class ListState:
+    """Item-side state as a worker would hold it after the training events."""
+
+    covisit: CoVisitation
+    popularity: DecayedPopularity
+
+    @classmethod
+    def from_sequences(
+        cls,
+        sequences: Mapping[str, Sequence[Visit]],
+        covisit: CoVisitConfig | None = None,
+        popularity_half_life_s: float = 3600.0,
+    ) -> ListState:
+        cv = CoVisitation(covisit)
+        pop = DecayedPopularity(popularity_half_life_s)
+        for seq in sequences.values():
+            cv.observe_sequence(seq)
+            for item, code, ts in seq:
+                pop.add(item, code, ts)
+        return cls(cv, pop)
+
+
+def context_for(
+    history: Sequence[Visit], history_max: int, purchased_max: int, exclude_history: bool
+) -> UserContext:
+    """The state a worker keeps for this history: the last ``history_max`` events and the last
+    ``purchased_max`` purchases (streamrec.features.user_state)."""
+    kept = list(history[-history_max:])
+    bought: list[str] = []
+    for item, code, _ in history:
+        if code == PURCHASE:
+            if item in bought:
+                bought.remove(item)
+            bought.append(item)
+    excluded = frozenset(i for i, _, _ in history) if exclude_history else frozenset()
+    return UserContext(
+        kept, frozenset(bought[-purchased_max:]), kept[-1][2] if kept else 0.0, excluded
+    )
+
+
+def candidates_for(
+    cases: Sequence[Case],
+    state: ListState,
+    cfg: CandidateConfig,
+    trained: TrainedModel | None,
+    history_max: int = 100,
+    purchased_max: int = 50,
+    exclude_history: bool = False,
+) -> list[tuple[CandidateBatch, list[int]]]:
+    """Candidate blocks for ``cases`` with model scores filled in, and per case the row (in its
+    block) of the next item, or -1 when no source found it."""
+    out = []
+    item_vecs = trained.vocab_item_vectors() if trained is not None else None
+    for s in range(0, len(cases), BLOCK):
+        part = cases[s : s + BLOCK]
+        contexts = [context_for(h, history_max, purchased_max, exclude_history) for h, _ in part]
+        model_lists = None
+        vecs = None
+        if trained is not None and item_vecs is not None:
+            row_of = trained.row_of
+            hist = [encode_history(list(h), row_of) for h, _ in part]
+            vecs = user_vectors(trained.model, item_vecs, hist)
+            model_lists = _retrieve(trained, vecs, item_vecs, contexts, cfg)
+        pop = state.popularity.top(max(cfg.popular, 1))
+        batch = build_candidates(contexts, cfg, state.covisit, pop, model_lists)
+        if trained is not None and vecs is not None and item_vecs is not None and len(batch):
+            rows = torch.tensor([trained.row_of.get(i, 0) for i in batch.item_ids])
+            users = torch.tensor(batch.users)
+            scores = (vecs[users] * item_vecs[rows]).sum(-1)
+            batch.set_model_scores(scores.numpy())
+        labels = []
+        for b, (_, target) in enumerate(part):
+            lo, hi = batch.offsets[b], batch.offsets[b + 1]
+            try:
+                labels.append(lo + batch.item_ids[lo:hi].index(target[0]))
+            except ValueError:
+                labels.append(-1)
+        out.append((batch, labels))
+    return out
+
+
+def _retrieve(
+    trained: TrainedModel,
+    vecs: torch.Tensor,
+    item_vecs: torch.Tensor,
+    contexts: Sequence[UserContext],
+    cfg: CandidateConfig,
+) -> list[list[tuple[str, float]]]:
+    scores = vecs @ item_vecs.T
+    scores[:, 0] = float("-inf")  # the unknown row is no item
+    row_of = trained.row_of
+    for b, ctx in enumerate(contexts):
+        banned = ctx.excluded | (ctx.purchased if cfg.exclude_purchased else frozenset())
+        cols = [row_of[i] for i in banned if i in row_of]
+        if cols:
+            scores[b, cols] = float("-inf")
+    top = torch.topk(scores, min(cfg.model, scores.shape[1] - 1), dim=1)
+    ids = trained.item_ids
+    return [
+        [(ids[r - 1], float(v)) for v, r in zip(vals.tolist(), rows.tolist(), strict=True)]
+        for vals, rows in zip(top.values, top.indices, strict=True)
+    ]
+
+
+def ranks_of(
+    blocks: Sequence[tuple[CandidateBatch, list[int]]],
+    score_fn: Callable[[CandidateBatch], np.ndarray],
+) -> np.ndarray:
+    """0-based rank of each case's next item in its list under ``score_fn(batch) -> scores``;
+    a next item that is no candidate, or scored -inf (not listed), is a miss (a huge rank).
+    Ties rank the target below every equal-scored candidate (pessimistic)."""
+    out = []
+    for batch, labels in blocks:
+        scores = np.asarray(score_fn(batch), dtype=np.float64)
+        for b, lab in enumerate(labels):
+            if lab < 0 or not np.isfinite(scores[lab]):
+                out.append(1 << 30)
+                continue
+            lo, hi = batch.offsets[b], batch.offsets[b + 1]
+            s = scores[lo:hi]
+            t = scores[lab]
+            out.append(int((s > t).sum() + (s == t).sum() - 1))
+    return np.asarray(out, dtype=np.int64)
+
+
+__all__ = ["FEATURES", "Case", "ListState", "candidates_for", "context_for", "ranks_of"]
