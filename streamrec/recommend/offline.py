@@ -131,7 +131,11 @@ def _retrieve(
     top = torch.topk(scores, min(cfg.model, scores.shape[1] - 1), dim=1)
     ids = trained.item_ids
     return [
-        [(ids[r - 1], float(v)) for v, r in zip(vals.tolist(), rows.tolist(), strict=True)]
+        [
+            (ids[r - 1], v)
+            for v, r in zip(vals.tolist(), rows.tolist(), strict=True)
+            if v > float("-inf")  # the unknown row and excluded items, when k reaches them
+        ]
         for vals, rows in zip(top.values, top.indices, strict=True)
     ]
 

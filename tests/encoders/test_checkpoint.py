@@ -351,3 +351,53 @@ def test_tensors_with_bad_values_are_refused(saved: tuple[TrainedModel, Path]) -
         path, lambda t: t.__setitem__("vocab_features.id_index", t["vocab_features.id_index"] + 99)
     )
     _refused(path, "out of range")
+
+
+def _with_ranker(trained: TrainedModel) -> TrainedModel:
+    from encoders.ranker import Ranker, RankerConfig
+    from streamrec.recommend.candidates import FEATURES
+
+    torch.manual_seed(0)
+    trained.ranker = Ranker(RankerConfig(len(FEATURES), 8, FEATURES)).eval()
+    trained.ranker.mean.uniform_()
+    return trained
+
+
+def test_the_ranker_travels_in_the_same_checkpoint(tmp_path: Path) -> None:
+    trained = _with_ranker(make_trained())
+    save_checkpoint(tmp_path, trained)
+    loaded = load_checkpoint(tmp_path)
+    assert loaded.ranker is not None and trained.ranker is not None
+    x = torch.randn(5, trained.ranker.cfg.n_features).numpy()
+    assert (loaded.ranker.score(x) == trained.ranker.score(x)).all()
+    assert json.loads((tmp_path / META_FILE).read_text())["ranker"]["hidden"] == 8
+
+
+def _rewrite(tmp_path: Path, edit_meta: Callable[[dict[str, Any]], None] | None = None,
+             edit_tensors: Callable[[dict[str, torch.Tensor]], None] | None = None) -> None:  # fmt: skip
+    tensors = load_file(tmp_path / WEIGHTS_FILE)
+    if edit_tensors:
+        edit_tensors(tensors)
+        save_file(tensors, tmp_path / WEIGHTS_FILE)
+    meta = json.loads((tmp_path / META_FILE).read_text())
+    meta["weights_sha256"] = sha256_file(tmp_path / WEIGHTS_FILE)
+    if edit_meta:
+        edit_meta(meta)
+    (tmp_path / META_FILE).write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize(
+    ("edit_meta", "edit_tensors", "message"),
+    [
+        (lambda m: m["ranker"].update(features=["x"] * m["ranker"]["n_features"]), None,
+         "trained on features"),
+        (lambda m: m.pop("ranker"), None, "must come together"),
+        (None, lambda t: t["ranker.net.0.weight"].fill_(float("nan")), "NaN"),
+        (lambda m: m["ranker"].update(hidden=16), None, "ranker tensor"),
+    ],
+)  # fmt: skip
+def test_a_bad_ranker_is_refused(tmp_path: Path, edit_meta, edit_tensors, message) -> None:  # type: ignore[no-untyped-def]
+    save_checkpoint(tmp_path, _with_ranker(make_trained()))
+    _rewrite(tmp_path, edit_meta, edit_tensors)
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(tmp_path)

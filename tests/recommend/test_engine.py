@@ -142,7 +142,11 @@ def test_bought_items_are_listed_when_the_policy_allows():
 
 @pytest.mark.parametrize(
     ("source", "expected"),
-    [("recent", ["p1", "p4"]), ("covisit", ["p3", "p1", "p4"]), ("popularity", ["p1", "p3", "p2", "p4"])],
+    [
+        ("recent", ["p1", "p4"]),
+        ("covisit", ["p3", "p1", "p4"]),
+        ("popularity", ["p1", "p3", "p2", "p4"]),
+    ],
 )
 def test_a_baseline_worker_serves_one_source_alone(source, expected):
     s = load_settings(env={"STREAMREC_RECS_K": "4", "STREAMREC_RECS_SOURCE": source})
@@ -244,3 +248,49 @@ def test_a_late_event_just_before_the_newest_stepped_one_rewinds_the_cache_inste
         got = rec.recommend([rec.job(e, state)])[-1]
     assert rec.encoder.stats.misses == misses  # rewound by one and re-stepped, no rebuild
     assert_same_list(got, last_list_one_by_one(trained, events))
+
+
+def test_live_ranked_lists_equal_the_offline_path_on_the_same_events(trained):
+    """The worker's ranked lists and the offline evaluation's are one code path: the same
+    candidates, features and ranker scores from the same events."""
+    import dataclasses
+
+    from encoders.ranker import Ranker, RankerConfig
+    from streamrec.recommend.candidates import FEATURES
+    from streamrec.recommend.engine import candidate_config, covisit_config
+    from streamrec.recommend.offline import ListState, candidates_for
+
+    model, items = trained
+    torch.manual_seed(1)
+    ranked = dataclasses.replace(model, ranker=Ranker(RankerConfig(len(FEATURES), 8, FEATURES)))
+    s = settings(k=8)
+    rec = Recommender(s, ranked)
+    # the catalog is the model's vocabulary: offline, the model ranks that and nothing else
+    vocab = model.item_ids
+    rec.upsert_items(
+        [Item(i, items[i]["category"], items[i]["price"], items[i]["title"]) for i in vocab]
+    )
+    g = torch.Generator().manual_seed(3)
+    seqs: dict[str, list[tuple[str, int, float]]] = {}
+    events = []
+    for n in range(120):
+        user = f"u{int(torch.randint(0, 6, (1,), generator=g))}"
+        item = vocab[int(torch.randint(0, len(vocab), (1,), generator=g))]
+        code = int(torch.randint(0, 3, (1,), generator=g))
+        ts = 1.7e9 + 30 * n
+        events.append(Event(f"e{n}", user, item, ("browse", "click", "purchase")[code], ts))
+        seqs.setdefault(user, []).append((item, code, ts))
+    live = {r["user_id"]: r for r in rec.recommend(feed(rec, events))}
+    assert {r["source"] for r in live.values()} == {"model"}
+
+    state = ListState.from_sequences(seqs, covisit_config(s), s.features.popularity_half_life_s)
+    users = sorted(seqs)
+    [(batch, _)] = candidates_for(
+        [(seqs[u], seqs[u][-1]) for u in users], state, candidate_config(s), ranked
+    )
+    assert ranked.ranker is not None
+    offline = batch.top(ranked.ranker.score(batch.features), 8)
+    for u, top in zip(users, offline, strict=True):
+        got = live[u]["items"]
+        assert [x["item_id"] for x in got] == [i for i, _ in top]
+        assert [x["score"] for x in got] == pytest.approx([sc for _, sc in top], abs=1e-4)

@@ -1,0 +1,71 @@
+"""Candidate sources and features: the rows the ranker and the heuristic lists are built from."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from streamrec.features.covisit import CoVisitation
+from streamrec.recommend.candidates import (
+    F,
+    SOURCE_BITS,
+    CandidateConfig,
+    UserContext,
+    build_candidates,
+    heuristic_scores,
+    recent_items,
+    source_scores,
+)
+
+T = 1.7e9
+HISTORY = [("a", 0, T), ("b", 1, T + 10), ("a", 1, T + 20), ("c", 2, T + 30)]
+
+
+def test_recent_items_are_distinct_newest_first():
+    assert recent_items(HISTORY) == ["c", "a", "b"]
+    assert recent_items(HISTORY, 2) == ["c", "a"]
+
+
+def test_history_features_and_sources():
+    cv = CoVisitation()
+    cv.observe([("c", 0, T)], ("z", 0, T + 1))  # z follows c for someone else
+    ctx = UserContext(HISTORY, purchased=frozenset(), now=T + 90)
+    popular = [("p", 5.0), ("a", 4.0)]
+    batch = build_candidates([ctx], CandidateConfig(), cv, popular, [[("m", 1.0), ("b", 0.5)]])
+    rows = {item: batch.features[i] for i, item in enumerate(batch.item_ids)}
+    src = dict(zip(batch.item_ids, batch.sources, strict=True))
+    assert batch.item_ids[:3] == ["c", "a", "b"]  # recent first
+    assert set(batch.item_ids) == {"a", "b", "c", "z", "m", "p"}
+    a = rows["a"]
+    assert a[F["in_history"]] == 1 and a[F["recency_rank"]] == pytest.approx(math.log1p(1))
+    assert a[F["age"]] == pytest.approx(math.log1p(70) / 10)
+    assert a[F["n_browse"]] == pytest.approx(math.log1p(1))
+    assert a[F["n_click"]] == pytest.approx(math.log1p(1))
+    assert a[F["last_type"]] == 2  # click + 1
+    assert a[F["popularity"]] == pytest.approx(-1 / 20)
+    assert src["a"] == SOURCE_BITS["recent"] | SOURCE_BITS["popular"]
+    assert src["b"] == SOURCE_BITS["recent"] | SOURCE_BITS["model"]
+    assert rows["b"][F["model_rank"]] == pytest.approx(math.log1p(1))
+    assert rows["z"][F["covisit"]] > 0 and rows["z"][F["in_history"]] == 0
+    assert rows["p"][F["popularity"]] == 0 and rows["m"][F["popularity"]] == -1
+
+
+def test_purchased_and_unlistable_items_are_no_candidates_unless_the_policy_allows():
+    ctx = UserContext(HISTORY, purchased=frozenset({"c"}), now=T + 90)
+    out = build_candidates([ctx], CandidateConfig(), None, [], listable=lambda i: i != "b")
+    assert out.item_ids == ["a"]
+    kept = build_candidates([ctx], CandidateConfig(exclude_purchased=False), None, [])
+    assert kept.item_ids == ["c", "a", "b"]
+
+
+def test_heuristic_lists_recent_then_covisitation_then_popularity():
+    cv = CoVisitation()
+    cv.observe([("c", 0, T)], ("z", 0, T + 1))
+    ctx = UserContext(HISTORY, frozenset(), T + 90)
+    batch = build_candidates([ctx, ctx], CandidateConfig(), cv, [("p", 1.0)])
+    tops = batch.top(heuristic_scores(batch), 10)
+    assert [i for i, _ in tops[0]] == ["c", "a", "b", "z", "p"] == [i for i, _ in tops[1]]
+    recent = batch.top(source_scores(batch, "recent"), 10)[0]
+    assert [i for i, s in recent if np.isfinite(s)] == ["c", "a", "b"]
