@@ -9,9 +9,9 @@ import pytest
 
 from streamrec.features.covisit import CoVisitation
 from streamrec.recommend.candidates import (
-    F,
     SOURCE_BITS,
     CandidateConfig,
+    F,
     UserContext,
     build_candidates,
     heuristic_scores,

@@ -137,7 +137,7 @@ def test_bought_items_are_listed_when_the_policy_allows():
     rec = Recommender(s, None)
     rec.upsert_items([Item(f"p{i}", "c", 1.0) for i in range(6)])
     lists = {r["user_id"]: r for r in rec.recommend(feed(rec, blend_events()))}
-    assert [x["item_id"] for x in lists["w"]["items"]][0] == "p1"
+    assert lists["w"]["items"][0]["item_id"] == "p1"
 
 
 @pytest.mark.parametrize(
