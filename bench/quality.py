@@ -17,7 +17,8 @@ from pathlib import Path
 
 from encoders.presets import PRESETS
 from streamrec.datasets import DATASETS, load_dataset
-from streamrec.quality import ListProtocol, format_table, load_rows, run_quality
+from streamrec.quality import format_table, load_rows, run_quality
+from streamrec.recommend.offline import ListProtocol
 from streamrec.settings import load_settings
 
 

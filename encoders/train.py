@@ -25,8 +25,6 @@ from tqdm import tqdm
 from encoders.checkpoint import TrainedModel
 from encoders.evaluate import (
     encode_history,
-    evaluate_model,
-    popularity_scores,
     rank_all,
     user_vectors,
 )
@@ -76,49 +74,6 @@ def _ordered(seq: Sequence[Event]) -> list[Event]:
 
 
 _encode = encode_history
-
-
-# --------------------------------------------------------------------------------------------
-# Holdout protocol of `streamrec train` (event logs): each user's last event
-
-
-def split_holdout(
-    sequences: Mapping[str, Sequence[Event]],
-) -> tuple[dict[str, list[Event]], dict[str, Event]]:
-    """Each user with >= 3 events holds out their last event; others stay whole in training."""
-    train: dict[str, list[Event]] = {}
-    holdout: dict[str, Event] = {}
-    for user, seq in sequences.items():
-        ordered = _ordered(seq)
-        if len(ordered) >= 3:
-            train[user], holdout[user] = ordered[:-1], ordered[-1]
-        else:
-            train[user] = ordered
-    return train, holdout
-
-
-def evaluate_next_item(
-    trained: TrainedModel,
-    train_seqs: Mapping[str, Sequence[Event]],
-    holdout: Mapping[str, Event],
-    k: int = 10,
-) -> dict[str, Any]:
-    """HR@k and NDCG@k of the held-out events, fully ranked over the model's whole vocabulary,
-    for the model (user vector after the user's training history) and for item popularity
-    counted on ``train_seqs``. Already-seen items are not excluded (repeat events are real
-    next events). History items outside the vocabulary enter as the unknown-item vector."""
-    cases = {u: (_ordered(train_seqs[u]), holdout[u]) for u in holdout if train_seqs.get(u)}
-    model = evaluate_model(trained, cases, (k,), exclude_history=False)
-    histories = [encode_history(h, trained.row_of) for h, _ in cases.values()]
-    targets = torch.tensor([trained.row_of.get(t[0], 0) for _, t in cases.values()])
-    pop = popularity_scores(train_seqs, trained.row_of)
-    popular = at_k(rank_all(None, pop, histories, targets, False), (k,))
-    return {
-        "k": k,
-        "users": len(cases),
-        "model": {"hr": model[f"hr@{k}"], "ndcg": model[f"ndcg@{k}"]},
-        "popularity": {"hr": popular[f"hr@{k}"], "ndcg": popular[f"ndcg@{k}"]},
-    }
 
 
 # --------------------------------------------------------------------------------------------

@@ -102,6 +102,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from streamrec.recommend.offline import ListProtocol
     from streamrec.train import train_from_files
 
     s = _settings(args)
@@ -113,6 +114,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         epochs=args.epochs,
         seed=args.seed,
         preset=args.preset,
+        protocol=ListProtocol.from_settings(s),
     )
     print(report)
     return 0
@@ -127,11 +129,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         s = s.replace(data={"root": args.data_root})
     if args.online:
         return _evaluate_online(args, s)
+    from streamrec.recommend.offline import ListProtocol
+
     ds = load_dataset(args.dataset, args.format, root=args.data_root or s.data.root, min_events=3)
     exclude = not args.keep_history and ds.exclude_history
-    rows = evaluate_checkpoint(ds, Path(args.checkpoint or s.model.checkpoint), exclude)
+    protocol = ListProtocol.from_settings(s)
+    rows = evaluate_checkpoint(ds, Path(args.checkpoint or s.model.checkpoint), exclude, protocol)
     print(format_table(ds, rows))
-    print(f"\nhistory {'removed' if exclude else 'kept'} from the ranking")
+    print(f"\nhistory {'removed' if exclude else 'kept'} from the ranking; {protocol.describe()}")
     return 0
 
 

@@ -11,7 +11,6 @@ import dataclasses
 import json
 import logging
 import statistics
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ import torch
 
 from encoders.checkpoint import TrainedModel, load_checkpoint, save_checkpoint
 from encoders.evaluate import (
+    Split,
     evaluate_model,
     evaluate_popularity,
     leave_one_out,
@@ -28,18 +28,17 @@ from encoders.evaluate import (
 )
 from encoders.metrics import at_k
 from encoders.presets import PRESETS, Preset
-from encoders.ranker import fit_ranker
-from encoders.train import train_model
 from streamrec.datasets import Dataset
-from streamrec.features.covisit import CoVisitConfig
-from streamrec.recommend.candidates import (
-    FEATURES,
-    CandidateConfig,
-    heuristic_scores,
-    source_scores,
+from streamrec.recommend.candidates import heuristic_scores, source_scores
+from streamrec.recommend.offline import (
+    ListProtocol,
+    ListState,
+    as_cases,
+    candidates_for,
+    ranks_of,
+    served_scores,
 )
-from streamrec.recommend.offline import Case, ListState, candidates_for, ranks_of
-from streamrec.settings import Settings
+from streamrec.training import fit_checkpoint
 
 log = logging.getLogger(__name__)
 KS = (10, 50)
@@ -49,31 +48,6 @@ HEURISTICS = {
     "co-visitation": lambda b: source_scores(b, "covisit"),
     "recent+covisit+popular": heuristic_scores,
 }
-
-
-@dataclass(frozen=True)
-class ListProtocol:
-    """How lists are built offline: the worker's candidate and co-visitation settings, and the
-    state it keeps per user (streamrec.recommend.offline)."""
-
-    candidates: CandidateConfig = dataclasses.field(default_factory=CandidateConfig)
-    covisit: CoVisitConfig = dataclasses.field(default_factory=CoVisitConfig)
-    history_max: int = 100
-    purchased_max: int = 50
-
-    def describe(self) -> str:
-        return "purchased items " + ("excluded" if self.candidates.exclude_purchased else "kept")
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> ListProtocol:
-        from streamrec.recommend.engine import candidate_config, covisit_config
-
-        return cls(
-            candidate_config(settings),
-            covisit_config(settings),
-            settings.features.sequence_max,
-            settings.features.purchased_max,
-        )
 
 
 @dataclass
@@ -104,10 +78,9 @@ def run_preset(
     epochs: int | None = None,
     protocol: ListProtocol | None = None,
 ) -> list[Row]:
-    """Train the preset, fit its ranker on the validation cases, save both in one checkpoint,
-    and return the test rows: the model's full ranking, and the ranked lists the worker serves."""
+    """Fit the preset (encoder and ranker, one checkpoint in ``<out>/<preset>``) and return its
+    test rows, computed from the saved checkpoint: what the worker would load."""
     protocol = protocol or ListProtocol()
-    split = leave_one_out(ds.sequences)
     tc = dataclasses.replace(
         preset.train,
         seed=seed,
@@ -119,119 +92,48 @@ def run_preset(
         # no item features: an item is its id, and dropping ids would leave a constant vector
         tc = dataclasses.replace(tc, id_dropout=0.0)
     target = out_dir / preset.name
-
-    def save_best(trained: TrainedModel) -> None:
-        trained.metadata["training"].update(dataset=ds.name, preset=preset.name)
-        save_checkpoint(target, trained)
-
-    t0 = time.perf_counter()
-    trained = train_model(
-        split.train,
-        ds.items,
-        preset.encoder,
-        tc,
-        progress=progress,
-        validation={u: v[1] for u, v in split.valid.items()},
-        on_best=save_best,
-    )
-    minutes_used = (time.perf_counter() - t0) / 60
-    summary = trained.metadata["training"]
-    summary.update(dataset=ds.name, preset=preset.name)
-    state = ListState.from_sequences(split.train, protocol.covisit)
-    trained.ranker, summary["ranker"] = fit_ranker_on(
-        trained, _cases(split.valid), state, protocol, exclude_history, seed
-    )
-    # the test numbers come from the saved checkpoint: what the worker would load
-    save_checkpoint(target, trained)
+    fitted = fit_checkpoint(
+        ds.sequences, ds.items, preset, tc, target, protocol, exclude_history, progress,
+        metadata={"dataset": ds.name},
+    )  # fmt: skip
     served = load_checkpoint(target)
-    metrics = evaluate_model(served, split.test, KS, exclude_history)
-    ranked = ranked_metrics(served, _cases(split.test), state, protocol, exclude_history)
-    agreement = serving_agreement(served, split.test, users=32)
-    served.metadata["training"]["test"] = metrics
-    served.metadata["training"]["test_ranked"] = ranked
-    served.metadata["training"]["serving_agreement"] = agreement
+    rows = checkpoint_rows(served, fitted.split, fitted.state, protocol, exclude_history)
+    meta = served.metadata["training"]
+    meta["test"], meta["test_ranked"] = rows[0].metrics, rows[1].metrics
     save_checkpoint(target, served)
-    common = {
-        "minutes": minutes_used,
-        "epochs": summary["epochs_run"],
-        "best_epoch": summary["best_epoch"],
-        "params": _params(served),
-        "serving_diff": agreement["max_abs_diff"],
-        "checkpoint": str(target),
-    }
-    return [
-        Row(preset.name, metrics, about=preset.about + "; model alone, full ranking", **common),
-        Row(f"{preset.name} + ranker", ranked, about="the lists the worker serves", **common),
-    ]
+    for r in rows:
+        r.minutes, r.checkpoint = fitted.minutes, str(target)
+    rows[0].about = f"{preset.about}; {rows[0].about}"
+    return rows
 
 
-def _cases(cases: dict[str, tuple[list[Any], Any]]) -> list[Case]:
-    return [(h, t) for _, (h, t) in sorted(cases.items()) if h]
-
-
-def fit_ranker_on(
+def checkpoint_rows(
     trained: TrainedModel,
-    cases: Sequence[Case],
+    split: Split,
     state: ListState,
     protocol: ListProtocol,
     exclude_history: bool,
-    seed: int = 0,
-) -> tuple[Any, dict[str, Any]]:
-    """The ranker for ``trained``, fit on ``cases`` (events the encoder did not train on)."""
-    import numpy as np
-
-    from encoders.ranker import RankerTrainConfig
-
-    blocks = candidates_for(
-        cases, state, protocol.candidates, trained, protocol.history_max,
-        protocol.purchased_max, exclude_history,
-    )  # fmt: skip
-    features = np.concatenate([b.features for b, _ in blocks])
-    offsets: list[int] = [0]
-    labels: list[int] = []
-    base = 0
-    for batch, labs in blocks:
-        offsets.extend(base + o for o in batch.offsets[1:])
-        labels.extend(base + lab if lab >= 0 else -1 for lab in labs)
-        base += len(batch)
-    ranker, summary = fit_ranker(features, offsets, labels, FEATURES, RankerTrainConfig(seed=seed))
-    return ranker, summary
-
-
-def ranked_metrics(
-    trained: TrainedModel,
-    cases: Sequence[Case],
-    state: ListState,
-    protocol: ListProtocol,
-    exclude_history: bool,
-) -> dict[str, float]:
-    """HR/NDCG of the lists the worker serves with this checkpoint: candidates from every
-    source, scored by its ranker (by the heuristic blend when it has none)."""
-    blocks = candidates_for(
-        cases, state, protocol.candidates, trained, protocol.history_max,
-        protocol.purchased_max, exclude_history,
-    )  # fmt: skip
-    ranker = trained.ranker
-    score = heuristic_scores if ranker is None else (lambda b: ranker.score(b.features))
-    return at_k(torch.from_numpy(ranks_of(blocks, score)), KS)
-
-
-def heuristic_rows(
-    ds: Dataset, exclude_history: bool, protocol: ListProtocol | None = None
 ) -> list[Row]:
-    """The simple lists on the leave-one-out test cases, built by the worker's list code from
-    state counted on the training events: recent items, co-visitation, and their blend with
-    popularity (what a worker serves without a model)."""
-    protocol = protocol or ListProtocol()
-    split = leave_one_out(ds.sequences)
-    state = ListState.from_sequences(split.train, protocol.covisit)
-    blocks = candidates_for(
-        _cases(split.test), state, protocol.candidates, None, protocol.history_max,
-        protocol.purchased_max, exclude_history,
-    )  # fmt: skip
+    """A checkpoint on the test cases: its model alone (full ranking over the vocabulary), and
+    the lists the worker serves with it (candidates from every source, ranked by its ranker)."""
+    metrics = evaluate_model(trained, split.test, KS, exclude_history)
+    agreement = serving_agreement(trained, split.test, users=32)
+    blocks = candidates_for(as_cases(split.test), state, protocol, trained, exclude_history)
+    ranked = at_k(torch.from_numpy(ranks_of(blocks, served_scores(trained))), KS)
+    trained.metadata.setdefault("training", {})["serving_agreement"] = agreement
+    meta = trained.metadata.get("training", {})
+    name = str(meta.get("preset", "model"))
+    common = {
+        "epochs": int(meta.get("epochs_run", 0)),
+        "best_epoch": int(meta.get("best_epoch", 0)),
+        "minutes": float(meta.get("seconds", 0.0)) / 60,
+        "params": _params(trained),
+        "serving_diff": agreement["max_abs_diff"],
+    }
+    served_as = "ranker" if trained.ranker is not None else "heuristic blend"
     return [
-        Row(name, at_k(torch.from_numpy(ranks_of(blocks, fn)), KS), about="heuristic")
-        for name, fn in HEURISTICS.items()
+        Row(name, metrics, about="model alone, full ranking", **common),
+        Row(f"{name} + {served_as}", ranked, about="the lists the worker serves", **common),
     ]
 
 
@@ -243,6 +145,22 @@ def popularity_row(ds: Dataset, exclude_history: bool) -> Row:
     return Row("popularity", metrics, about="most events in training first")
 
 
+def heuristic_rows(
+    ds: Dataset, exclude_history: bool, protocol: ListProtocol | None = None
+) -> list[Row]:
+    """The simple lists on the leave-one-out test cases, built by the worker's list code from
+    state counted on the training events: recent items, co-visitation, and their blend with
+    popularity (what a worker serves without a model)."""
+    protocol = protocol or ListProtocol()
+    split = leave_one_out(ds.sequences)
+    state = ListState.from_sequences(split.train, protocol)
+    blocks = candidates_for(as_cases(split.test), state, protocol, None, exclude_history)
+    return [
+        Row(name, at_k(torch.from_numpy(ranks_of(blocks, fn)), KS), about="heuristic")
+        for name, fn in HEURISTICS.items()
+    ]
+
+
 def evaluate_checkpoint(
     ds: Dataset, directory: Path, exclude_history: bool, protocol: ListProtocol | None = None
 ) -> list[Row]:
@@ -251,29 +169,14 @@ def evaluate_checkpoint(
     protocol = protocol or ListProtocol()
     trained = load_checkpoint(directory)
     split = leave_one_out(ds.sequences)
-    metrics = evaluate_model(trained, split.test, KS, exclude_history)
-    state = ListState.from_sequences(split.train, protocol.covisit)
-    ranked = ranked_metrics(trained, _cases(split.test), state, protocol, exclude_history)
-    agreement = serving_agreement(trained, split.test, users=32)
-    meta = trained.metadata.get("training", {})
-    row = Row(
-        str(meta.get("preset", directory.name)),
-        metrics,
-        epochs=int(meta.get("epochs_run", 0)),
-        best_epoch=int(meta.get("best_epoch", 0)),
-        minutes=float(meta.get("seconds", 0.0)) / 60,
-        params=_params(trained),
-        serving_diff=agreement["max_abs_diff"],
-        checkpoint=str(directory),
-    )
-    served = dataclasses.replace(row, name=f"{row.name} + ranker", metrics=ranked)
-    if trained.ranker is None:
-        served.name = f"{row.name} + heuristic blend"
+    state = ListState.from_sequences(split.train, protocol)
+    rows = checkpoint_rows(trained, split, state, protocol, exclude_history)
+    for r in rows:
+        r.checkpoint = str(directory)
     return [
         popularity_row(ds, exclude_history),
         *heuristic_rows(ds, exclude_history, protocol),
-        row,
-        served,
+        *rows,
     ]
 
 

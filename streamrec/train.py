@@ -1,4 +1,5 @@
-"""`streamrec train`: event log -> checkpoint, with a held-out comparison against popularity."""
+"""`streamrec train`: event log -> checkpoint (encoder and ranker), through the one training path
+and the one evaluation protocol (leave-one-out), with the simple lists beside it."""
 
 from __future__ import annotations
 
@@ -7,12 +8,14 @@ import logging
 import time
 from pathlib import Path
 
-from encoders.checkpoint import save_checkpoint
+from encoders.checkpoint import load_checkpoint
 from encoders.model import EncoderConfig
 from encoders.presets import PRESETS
-from encoders.train import evaluate_next_item, split_holdout, train_model
+from streamrec.datasets.base import Dataset
 from streamrec.eventlog import read_events, read_items
-from streamrec.training import items_by_id, sequences_from_events
+from streamrec.quality import checkpoint_rows, format_table, heuristic_rows, popularity_row
+from streamrec.recommend.offline import ListProtocol
+from streamrec.training import fit_checkpoint, items_by_id, sequences_from_events
 
 log = logging.getLogger(__name__)
 
@@ -26,29 +29,35 @@ def train_from_files(
     encoder: EncoderConfig | None = None,
     progress: bool = True,
     preset: str = "streamrec",
+    protocol: ListProtocol | None = None,
 ) -> str:
-    """Train on every user's history but the last event, report HR/NDCG@10 on those held-out
-    events for the model and for popularity, and save the checkpoint. Returns a summary.
-    The model and training recipe are the named preset's, the one bench/quality.py evaluates."""
+    """Fit the named preset (the one bench/quality.py evaluates) on every user's events but the
+    last two, save the checkpoint, and report the held-out last events for the model, the lists
+    it serves, popularity and the simple lists. Returns the report."""
     t0 = time.perf_counter()
+    protocol = protocol or ListProtocol()
     sequences, rejected = sequences_from_events(read_events(events_path))
     items = items_by_id(read_items(items_path)) if items_path else {}
-    train_seqs, holdout = split_holdout(sequences)
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; one of {', '.join(PRESETS)}")
     chosen = PRESETS[preset]
+    if encoder is not None:
+        chosen = dataclasses.replace(chosen, encoder=encoder)
     cfg = dataclasses.replace(chosen.train, seed=seed)
     if epochs is not None:
         cfg = dataclasses.replace(cfg, epochs=epochs)
-    trained = train_model(train_seqs, items, encoder or chosen.encoder, cfg, progress=progress)
-    metrics = evaluate_next_item(trained, train_seqs, holdout, k=10)
-    trained.metadata.setdefault("training", {})["holdout"] = metrics
-    path = save_checkpoint(out_dir, trained)
+    fitted = fit_checkpoint(sequences, items, chosen, cfg, out_dir, protocol, progress=progress)
+    served = load_checkpoint(out_dir)
+    ds = Dataset(events_path.name, sequences, items, exclude_history=False)
+    rows = [
+        popularity_row(ds, False),
+        *heuristic_rows(ds, False, protocol),
+        *checkpoint_rows(served, fitted.split, fitted.state, protocol, False),
+    ]
     n_events = sum(len(s) for s in sequences.values())
-    k, m, p = metrics["k"], metrics["model"], metrics["popularity"]
     return (
-        f"trained {trained.model_version} on {len(sequences)} users / {n_events} events "
-        f"({rejected} rejected) in {time.perf_counter() - t0:.1f} s -> {path}\n"
-        f"held-out last events ({metrics['users']} users), HR@{k} / NDCG@{k}: "
-        f"model {m['hr']:.4f} / {m['ndcg']:.4f}, popularity {p['hr']:.4f} / {p['ndcg']:.4f}"
+        f"trained {served.model_version} on {len(sequences)} users / {n_events} events "
+        f"({rejected} rejected) in {time.perf_counter() - t0:.1f} s -> {out_dir}\n"
+        f"held-out last events ({len(fitted.split.test)} users, {protocol.describe()}):\n\n"
+        + format_table(ds, rows)
     )

@@ -1,15 +1,24 @@
-"""Event logs -> training inputs for the encoder (the same validation as the live path)."""
+"""Training: event logs -> training inputs (the same validation as the live path), and the one
+path that fits a checkpoint (encoder and ranker) from them."""
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import orjson
 
+from encoders.checkpoint import TrainedModel, save_checkpoint
+from encoders.evaluate import Split, leave_one_out
+from encoders.presets import Preset
+from encoders.train import TrainConfig, train_model
 from streamrec.events.schema import EVENT_TYPE_CODE
 from streamrec.events.validate import Limits, Rejection, parse_event
+from streamrec.recommend.offline import ListProtocol, ListState, as_cases, fit_ranker_on
 
 Sequences = dict[str, list[tuple[str, int, float]]]
 
@@ -41,3 +50,59 @@ def sequences_from_events(
 
 def items_by_id(items: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
     return {str(it["item_id"]): dict(it) for it in items}
+
+
+@dataclass
+class Fitted:
+    """A checkpoint fit by ``fit_checkpoint``, with the split and state it was fit on."""
+
+    trained: TrainedModel
+    split: Split
+    state: ListState
+    minutes: float
+
+
+def fit_checkpoint(
+    sequences: Mapping[str, Sequence[tuple[str, int, float]]],
+    items: Mapping[str, Mapping[str, Any]],
+    preset: Preset,
+    train_cfg: TrainConfig,
+    out: Path,
+    protocol: ListProtocol,
+    exclude_history: bool = False,
+    progress: bool = True,
+    ranker: bool = True,
+    metadata: Mapping[str, Any] | None = None,
+) -> Fitted:
+    """The one training path (`streamrec train`, bench/quality.py, the online evaluation).
+
+    Leave-one-out: the encoder trains on each user's events but the last two, early stopping on
+    the second-to-last; the ranker is then fit on those same second-to-last events (which the
+    encoder never trained on), with candidates and features from state counted on the training
+    events; both go into one checkpoint in ``out``. The last events stay for the test."""
+    t0 = time.perf_counter()
+    split = leave_one_out(sequences)
+    extra = dict(metadata or {})
+
+    def save_best(trained: TrainedModel) -> None:
+        trained.metadata["training"].update(extra)
+        save_checkpoint(out, trained)
+
+    trained = train_model(
+        split.train,
+        items,
+        preset.encoder,
+        train_cfg,
+        progress=progress,
+        validation={u: v[1] for u, v in split.valid.items()},
+        on_best=save_best,
+    )
+    summary = trained.metadata["training"]
+    summary.update(extra, preset=preset.name, protocol=protocol.describe())
+    state = ListState.from_sequences(split.train, protocol)
+    if ranker:
+        trained.ranker, summary["ranker"] = fit_ranker_on(
+            trained, as_cases(split.valid), state, protocol, exclude_history, train_cfg.seed
+        )
+    save_checkpoint(out, trained)
+    return Fitted(trained, split, state, (time.perf_counter() - t0) / 60)

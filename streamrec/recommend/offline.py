@@ -9,13 +9,15 @@ leave-one-out protocol, by item id: what the list would have shown.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 
 from encoders.checkpoint import TrainedModel
 from encoders.evaluate import encode_history, user_vectors
+from encoders.ranker import Ranker, RankerTrainConfig, fit_ranker
 from streamrec.features.covisit import CoVisitation, CoVisitConfig, Visit
 from streamrec.features.popularity import DecayedPopularity
 from streamrec.recommend.candidates import (
@@ -24,11 +26,45 @@ from streamrec.recommend.candidates import (
     CandidateConfig,
     UserContext,
     build_candidates,
+    heuristic_scores,
 )
+from streamrec.settings import Settings
 
 Case = tuple[Sequence[Visit], Visit]  # (history, the event that came next)
 PURCHASE = 2
 BLOCK = 1024  # users per candidate block: bounds the [B, N] score matrix
+
+
+@dataclass(frozen=True)
+class ListProtocol:
+    """How lists are built: the worker's candidate and co-visitation settings, and how much it
+    keeps per user. Every offline list (baselines, ranker training, evaluation) follows it."""
+
+    candidates: CandidateConfig = field(default_factory=CandidateConfig)
+    covisit: CoVisitConfig = field(default_factory=CoVisitConfig)
+    history_max: int = 100  # features.sequence_max
+    purchased_max: int = 50  # features.purchased_max
+    popularity_half_life_s: float = 3600.0
+
+    def describe(self) -> str:
+        return "purchased items " + ("excluded" if self.candidates.exclude_purchased else "kept")
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ListProtocol:
+        from streamrec.recommend.engine import candidate_config, covisit_config
+
+        return cls(
+            candidate_config(settings),
+            covisit_config(settings),
+            settings.features.sequence_max,
+            settings.features.purchased_max,
+            settings.features.popularity_half_life_s,
+        )
+
+
+def as_cases(cases: Mapping[str, tuple[Sequence[Visit], Visit]]) -> list[Case]:
+    """A split's per-user (history, next event), in user order; empty histories dropped."""
+    return [(h, t) for _, (h, t) in sorted(cases.items()) if h]
 
 
 @dataclass
@@ -40,13 +76,11 @@ class ListState:
 
     @classmethod
     def from_sequences(
-        cls,
-        sequences: Mapping[str, Sequence[Visit]],
-        covisit: CoVisitConfig | None = None,
-        popularity_half_life_s: float = 3600.0,
+        cls, sequences: Mapping[str, Sequence[Visit]], protocol: ListProtocol | None = None
     ) -> ListState:
-        cv = CoVisitation(covisit)
-        pop = DecayedPopularity(popularity_half_life_s)
+        protocol = protocol or ListProtocol()
+        cv = CoVisitation(protocol.covisit)
+        pop = DecayedPopularity(protocol.popularity_half_life_s)
         for seq in sequences.values():
             cv.observe_sequence(seq)
             for item, code, ts in seq:
@@ -75,14 +109,14 @@ def context_for(
 def candidates_for(
     cases: Sequence[Case],
     state: ListState,
-    cfg: CandidateConfig,
+    protocol: ListProtocol,
     trained: TrainedModel | None,
-    history_max: int = 100,
-    purchased_max: int = 50,
     exclude_history: bool = False,
 ) -> list[tuple[CandidateBatch, list[int]]]:
     """Candidate blocks for ``cases`` with model scores filled in, and per case the row (in its
     block) of the next item, or -1 when no source found it."""
+    cfg = protocol.candidates
+    history_max, purchased_max = protocol.history_max, protocol.purchased_max
     out = []
     item_vecs = trained.vocab_item_vectors() if trained is not None else None
     for s in range(0, len(cases), BLOCK):
@@ -161,4 +195,31 @@ def ranks_of(
     return np.asarray(out, dtype=np.int64)
 
 
-__all__ = ["FEATURES", "Case", "ListState", "candidates_for", "context_for", "ranks_of"]
+def served_scores(trained: TrainedModel | None) -> Callable[[CandidateBatch], np.ndarray]:
+    """How the worker scores candidates with this checkpoint: its ranker, else the heuristic."""
+    ranker = trained.ranker if trained is not None else None
+    if ranker is None:
+        return heuristic_scores
+    return lambda batch: ranker.score(batch.features)
+
+
+def fit_ranker_on(
+    trained: TrainedModel,
+    cases: Sequence[Case],
+    state: ListState,
+    protocol: ListProtocol,
+    exclude_history: bool,
+    seed: int = 0,
+) -> tuple[Ranker, dict[str, Any]]:
+    """The ranker for ``trained``, fit on ``cases``: events the encoder did not train on (its
+    model-score feature would be optimistic on the others)."""
+    blocks = candidates_for(cases, state, protocol, trained, exclude_history)
+    features = np.concatenate([b.features for b, _ in blocks])
+    offsets: list[int] = [0]
+    labels: list[int] = []
+    base = 0
+    for batch, labs in blocks:
+        offsets.extend(base + o for o in batch.offsets[1:])
+        labels.extend(base + lab if lab >= 0 else -1 for lab in labs)
+        base += len(batch)
+    return fit_ranker(features, offsets, labels, FEATURES, RankerTrainConfig(seed=seed))

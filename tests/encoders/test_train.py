@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from encoders.checkpoint import load_checkpoint, save_checkpoint
+from encoders.evaluate import evaluate_model, evaluate_popularity, leave_one_out
 from encoders.incremental import IncrementalEncoder, StepRequest
 from encoders.model import EncoderConfig
-from encoders.train import TrainConfig, evaluate_next_item, split_holdout, train_model
+from encoders.train import TrainConfig, train_model
 
 Seqs = dict[str, list[tuple[str, int, float]]]
 
@@ -53,21 +54,10 @@ def synthetic(
     return seqs, items
 
 
-def test_split_holdout() -> None:
-    seqs = {
-        "a": [("x", 0, 1.0), ("y", 1, 2.0), ("z", 2, 3.0)],
-        "b": [("x", 0, 1.0), ("y", 0, 2.0)],
-        "c": [("q", 0, 5.0), ("p", 0, 1.0), ("r", 0, 3.0), ("s", 0, 9.0)],  # unordered input
-    }
-    train, holdout = split_holdout(seqs)
-    assert holdout == {"a": ("z", 2, 3.0), "c": ("s", 0, 9.0)}
-    assert train["a"] == seqs["a"][:2] and train["b"] == seqs["b"]
-    assert [e[0] for e in train["c"]] == ["p", "r", "q"]
-
-
 def test_trained_model_beats_popularity(tmp_path: Path) -> None:
     seqs, items = synthetic()
-    train_seqs, holdout = split_holdout(seqs)
+    split = leave_one_out(seqs)
+    train_seqs = {u: s[:-1] for u, s in seqs.items()}  # the validation event trains too
     tc = TrainConfig(
         epochs=12, batch_size=32, lr=3e-3, max_seq_len=50, val_users=100, patience=3, num_threads=2
     )
@@ -77,15 +67,15 @@ def test_trained_model_beats_popularity(tmp_path: Path) -> None:
     summary = trained.metadata["training"]
     assert summary["epochs_run"] >= 1 and summary["val_users"] == 100
 
-    result = evaluate_next_item(trained, train_seqs, holdout, k=10)
-    model_hr, pop_hr = result["model"]["hr"], result["popularity"]["hr"]
-    assert result["users"] == len(holdout) == 300
-    assert model_hr > pop_hr + 0.3, result
-    assert result["model"]["ndcg"] > result["popularity"]["ndcg"] + 0.2, result
+    model = evaluate_model(trained, split.test, (10,), exclude_history=False)
+    pop = evaluate_popularity(train_seqs, split.test, trained.row_of, (10,), False)
+    assert len(split.test) == 300
+    assert model["hr@10"] > pop["hr@10"] + 0.3, (model, pop)
+    assert model["ndcg@10"] > pop["ndcg@10"] + 0.2, (model, pop)
 
     # the checkpoint reproduces the evaluation exactly
     loaded = load_checkpoint(save_checkpoint(tmp_path / "m", trained))
-    assert evaluate_next_item(loaded, train_seqs, holdout, k=10) == result
+    assert evaluate_model(loaded, split.test, (10,), exclude_history=False) == model
 
     # and the serving path agrees with the offline vectors for a trained model
     item_vecs = loaded.vocab_item_vectors()
@@ -129,11 +119,12 @@ def test_popularity_baseline_and_unknown_targets() -> None:
             counts[item] = counts.get(item, 0) + 1
     top = max(sorted(counts), key=lambda i: counts[i])
     users = list(seqs)[:4]
-    holdout = {u: (top, 0, 2e9) for u in users[:2]} | {u: ("never-seen", 0, 2e9) for u in users[2:]}
-    result = evaluate_next_item(trained, seqs, holdout, k=1)
-    assert result["users"] == 4
-    assert result["popularity"] == {"hr": 0.5, "ndcg": 0.5}  # top item ranks first; unknown: miss
-    assert result["model"]["hr"] <= 0.5  # an item outside the vocabulary can never be hit
+    cases = {u: (seqs[u], (top, 0, 2e9)) for u in users[:2]}
+    cases |= {u: (seqs[u], ("never-seen", 0, 2e9)) for u in users[2:]}
+    pop = evaluate_popularity(seqs, cases, trained.row_of, (1,), exclude_history=False)
+    assert pop == {"hr@1": 0.5, "ndcg@1": 0.5}  # the top item ranks first; unknown: a miss
+    model = evaluate_model(trained, cases, (1,), exclude_history=False)
+    assert model["hr@1"] <= 0.5  # an item outside the vocabulary can never be hit
 
 
 def test_rejects_bad_event_types() -> None:

@@ -257,8 +257,7 @@ def test_live_ranked_lists_equal_the_offline_path_on_the_same_events(trained):
 
     from encoders.ranker import Ranker, RankerConfig
     from streamrec.recommend.candidates import FEATURES
-    from streamrec.recommend.engine import candidate_config, covisit_config
-    from streamrec.recommend.offline import ListState, candidates_for
+    from streamrec.recommend.offline import ListProtocol, ListState, candidates_for
 
     model, items = trained
     torch.manual_seed(1)
@@ -283,11 +282,10 @@ def test_live_ranked_lists_equal_the_offline_path_on_the_same_events(trained):
     live = {r["user_id"]: r for r in rec.recommend(feed(rec, events))}
     assert {r["source"] for r in live.values()} == {"model"}
 
-    state = ListState.from_sequences(seqs, covisit_config(s), s.features.popularity_half_life_s)
+    protocol = ListProtocol.from_settings(s)
+    state = ListState.from_sequences(seqs, protocol)
     users = sorted(seqs)
-    [(batch, _)] = candidates_for(
-        [(seqs[u], seqs[u][-1]) for u in users], state, candidate_config(s), ranked
-    )
+    [(batch, _)] = candidates_for([(seqs[u], seqs[u][-1]) for u in users], state, protocol, ranked)
     assert ranked.ranker is not None
     offline = batch.top(ranked.ranker.score(batch.features), 8)
     for u, top in zip(users, offline, strict=True):
