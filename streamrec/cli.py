@@ -317,7 +317,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     on.add_argument("--out", help="checkpoints, worker state and results (var/online/DATASET)")
     on.add_argument("--fit-fraction", type=float, default=0.75, help="share of events fit on")
-    on.add_argument("--train-minutes", type=float, default=4.0, help="per model")
+    on.add_argument(
+        "--train-minutes",
+        type=float,
+        default=30.0,
+        help="a guard per model: fits end by early stopping on validation, not by time",
+    )
     on.add_argument("--retrain", action="store_true", help="fit again even if checkpoints exist")
     on.add_argument("--rate", type=float, default=400.0, help="replay events/s")
     on.add_argument("--nice", type=int, default=0, help="niceness of the worker processes")

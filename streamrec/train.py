@@ -8,7 +8,7 @@ import logging
 import time
 from pathlib import Path
 
-from encoders.checkpoint import load_checkpoint
+from encoders.checkpoint import load_checkpoint, save_checkpoint
 from encoders.model import EncoderConfig
 from encoders.presets import PRESETS
 from streamrec.datasets.base import Dataset
@@ -54,6 +54,12 @@ def train_from_files(
         *heuristic_rows(ds, False, protocol),
         *checkpoint_rows(served, fitted.split, fitted.state, protocol, False),
     ]
+    served.metadata["training"]["test"] = {
+        "users": len(fitted.split.test),
+        "protocol": protocol.describe(),
+        "rows": {r.name: r.metrics for r in rows},
+    }
+    save_checkpoint(out_dir, served)
     n_events = sum(len(s) for s in sequences.values())
     return (
         f"trained {served.model_version} on {len(sequences)} users / {n_events} events "

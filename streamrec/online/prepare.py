@@ -5,9 +5,9 @@ are trained on (and that warms the workers' state), everything from it on is the
 window. ``split_ts`` is the time by which ``fit_fraction`` of the events had happened, so a few
 outlying early timestamps (Taobao has some) do not move it.
 
-Two checkpoints are fit with the project's own training code and preset: the model as served,
-and the same model without event-type inputs (trained on the log with every type alike, then
-made type-blind at serving, see ``make_type_blind``).
+Two checkpoints are fit with the project's one training path and preset: the model as served
+(encoder and ranker), and the same encoder without event-type inputs (trained on the log with
+every type alike, then made type-blind at serving, see ``make_type_blind``).
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ import torch
 
 from encoders.checkpoint import TrainedModel, save_checkpoint
 from encoders.presets import PRESETS
-from encoders.train import train_model
 from streamrec.datasets.base import Dataset, Sequences
+from streamrec.recommend.offline import ListProtocol
+from streamrec.training import fit_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +91,11 @@ def train_checkpoint(
     seed: int = 0,
     untyped: bool = False,
     progress: bool = True,
+    protocol: ListProtocol | None = None,
 ) -> TrainedModel:
-    """Train the preset on ``sequences`` (for at most about ``minutes``) and save it to out."""
+    """Fit the preset on ``sequences`` through the one training path (encoder by epochs with
+    early stopping, ``minutes`` only as a guard; then the ranker) and save it to ``out``. The
+    untyped ablation has no ranker: it is the model without event types, served as retrieved."""
     chosen = PRESETS[preset]
     tc = dataclasses.replace(chosen.train, seed=seed, max_minutes=minutes, num_threads=1)
     items = catalog(ds)
@@ -99,11 +103,29 @@ def train_checkpoint(
         tc = dataclasses.replace(tc, id_dropout=0.0)  # as bench/quality.py: ids are all there is
     if untyped:
         sequences = {u: [(i, 0, ts) for i, _, ts in s] for u, s in sequences.items()}
-    trained = train_model(sequences, items, chosen.encoder, tc, progress=progress)
+    fitted = fit_checkpoint(
+        sequences,
+        items,
+        chosen,
+        tc,
+        out,
+        protocol or ListProtocol(),
+        exclude_history=False,
+        progress=progress,
+        ranker=not untyped,
+        metadata={"dataset": ds.name, "untyped": untyped, "online_fit": True},
+    )
+    trained = fitted.trained
     if untyped:
         trained = make_type_blind(trained)
-    trained.metadata.setdefault("training", {}).update(
-        dataset=ds.name, preset=preset, untyped=untyped, online_fit=True
+    summary = trained.metadata["training"]
+    log.info(
+        "fit %s: %d epochs (best %d), validation NDCG@10 %s, %.1f min",
+        out.name,
+        summary["epochs_run"],
+        summary["best_epoch"],
+        summary.get("val_ndcg@10"),
+        fitted.minutes,
     )
     save_checkpoint(out, trained)
     log.info("saved %s to %s", trained.model_version, out)

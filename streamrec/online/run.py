@@ -34,6 +34,7 @@ from streamrec.kafka.broker import free_port
 from streamrec.kafka.read import read_to_end
 from streamrec.online import scoring
 from streamrec.online.prepare import catalog, fit_part, split_time, train_checkpoint
+from streamrec.recommend.offline import ListProtocol
 from streamrec.replay import replay
 from streamrec.replay_sources import open_source
 from streamrec.settings import Settings
@@ -43,8 +44,26 @@ from streams.topics import changelog_topic, create_topics
 log = logging.getLogger(__name__)
 
 LIVE, FROZEN, POPULARITY, UNTYPED = "live", "frozen", "popularity", "live, untyped"
-# The worker apps of one run: name -> checkpoint sub-folder ("" = none: popularity).
-APPS = {"typed": "typed", "untyped": "untyped", "popularity": ""}
+RECENT, COVISIT, HEURISTIC = "recent items", "co-visitation", "recent+covisit+popular"
+# The worker apps of one run: name -> (checkpoint sub-folder, "" = none; recs.source). The
+# simple lists are real workers too, serving one source each from the same live state.
+APPS = {
+    "typed": ("typed", "auto"),
+    "untyped": ("untyped", "auto"),
+    "popularity": ("", "popularity"),
+    "recent": ("", "recent"),
+    "covisit": ("", "covisit"),
+    "heuristic": ("", "heuristic"),
+}
+# rows of the result table: system -> the app whose lists it shows
+LIVE_ROWS = {
+    LIVE: "typed",
+    UNTYPED: "untyped",
+    RECENT: "recent",
+    COVISIT: "covisit",
+    HEURISTIC: "heuristic",
+    POPULARITY: "popularity",
+}
 
 
 @dataclass
@@ -53,7 +72,7 @@ class OnlineConfig:
     out: Path
     fmt: str | None = None
     fit_fraction: float = 0.75
-    train_minutes: float = 4.0
+    train_minutes: float = 30.0  # a guard only: fits run by epochs with early stopping
     retrain: bool = False
     rate: float = 400.0  # events/s of the replay; below what the workers sustain, see docs
     partitions: int = 2
@@ -74,6 +93,7 @@ class OnlineResult:
     lists: dict[str, int] = field(default_factory=dict)  # lists each app published
     applied: dict[str, int] = field(default_factory=dict)  # events each app's changelog shows
     replay_events_per_s: float = 0.0
+    fits: dict[str, dict[str, Any]] = field(default_factory=dict)  # checkpoint -> its fit
 
     def table(self) -> str:
         return scoring.format_table(self.tallies, LIVE, FROZEN)
@@ -88,6 +108,7 @@ class OnlineResult:
             "lists": self.lists,
             "applied": self.applied,
             "replay_events_per_s": self.replay_events_per_s,
+            "fits": self.fits,
             "metrics": {
                 name: {
                     kind: {
@@ -123,12 +144,21 @@ def prepare_checkpoints(cfg: OnlineConfig, settings: Settings) -> tuple[Dataset,
             split_ts,
             cfg.train_minutes,
         )
-        train_checkpoint(fit, ds, out, cfg.train_minutes, untyped=untyped, progress=cfg.progress)
+        train_checkpoint(
+            fit, ds, out, cfg.train_minutes, untyped=untyped, progress=cfg.progress,
+            protocol=ListProtocol.from_settings(settings),
+        )  # fmt: skip
     return ds, split_ts
 
 
 def app_settings(
-    base: Settings, run: str, app: str, checkpoint: str, datadir: Path, partitions: int
+    base: Settings,
+    run: str,
+    app: str,
+    checkpoint: str,
+    datadir: Path,
+    partitions: int,
+    source: str = "auto",
 ) -> Settings:
     """One worker app of the run: shared input topics, its own id, state and output topic."""
     return base.replace(
@@ -148,7 +178,7 @@ def app_settings(
             "web_host": "127.0.0.1",
         },
         model={"checkpoint": checkpoint},
-        recs={"k": max(scoring.KS)},
+        recs={"k": max(scoring.KS), "source": source},
     )
 
 
@@ -192,8 +222,9 @@ def run_online(cfg: OnlineConfig, settings: Settings) -> OnlineResult:
             str(cfg.out / ckpt) if ckpt else "",
             cfg.out / "state" / run / app,
             cfg.partitions,
+            source,
         )
-        for app, ckpt in APPS.items()
+        for app, (ckpt, source) in APPS.items()
     }
     first = next(iter(apps.values()))
     for s in apps.values():
@@ -277,13 +308,8 @@ def run_online(cfg: OnlineConfig, settings: Settings) -> OnlineResult:
         )
         for app, recs in published.items()
     }
-    typed = hist["typed"]
-    systems = {
-        LIVE: scoring.live(typed),
-        FROZEN: scoring.frozen(typed, replayed.first_target),
-        POPULARITY: scoring.live(hist["popularity"]),
-        UNTYPED: scoring.live(hist["untyped"]),
-    }
+    systems = {name: scoring.live(hist[app]) for name, app in LIVE_ROWS.items()}
+    systems[FROZEN] = scoring.frozen(hist["typed"], replayed.first_target)
     tallies = scoring.score(replayed.targets, systems, warm=systems[FROZEN])
     result = OnlineResult(
         source.tag,
@@ -295,11 +321,23 @@ def run_online(cfg: OnlineConfig, settings: Settings) -> OnlineResult:
         lists={app: sum(len(h.lists) for h in hs.values()) for app, hs in hist.items()},
         applied={app: len(a) for app, a in applied.items()},
         replay_events_per_s=summary.events_per_s,
+        fits={name: fit_summary(cfg.out / name) for name in ("typed", "untyped")},
     )
     (cfg.out / "online.json").write_bytes(
         orjson.dumps(result.to_dict(), option=orjson.OPT_INDENT_2)
     )
     return result
+
+
+def fit_summary(checkpoint: Path) -> dict[str, Any]:
+    """How a checkpoint was fit: epochs, the best one, its validation figures, the ranker."""
+    meta = orjson.loads((checkpoint / "model.json").read_bytes()).get("training", {})
+    keys = ("epochs_run", "best_epoch", "val_hr@10", "val_ndcg@10", "seconds", "protocol")
+    out = {k: meta.get(k) for k in keys}
+    ranker = meta.get("ranker")
+    if ranker:
+        out["ranker"] = {k: ranker.get(k) for k in ("best_epoch", "cases_with_target", "cases")}
+    return out
 
 
 def _delete_topics(settings: Settings, topics: list[str]) -> None:
@@ -322,5 +360,11 @@ def describe(result: OnlineResult) -> str:
             f"{a} {n:,} of {result.applied.get(a, 0):,}" for a, n in result.reordered.items()
         ),
         "lists published per app: " + ", ".join(f"{a} {n:,}" for a, n in result.lists.items()),
+        *(
+            f"fit {name}: {f.get('epochs_run')} epochs (best {f.get('best_epoch')}), validation "
+            f"HR@10 {f.get('val_hr@10')} NDCG@10 {f.get('val_ndcg@10')}, {f.get('seconds')} s"
+            + (f"; ranker {f['ranker']}" if f.get("ranker") else "; no ranker")
+            for name, f in result.fits.items()
+        ),
     ]
     return "\n".join(lines)

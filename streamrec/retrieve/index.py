@@ -22,6 +22,9 @@ class ItemIndex:
         self.row_of: dict[str, int] = {}
         self._matrix = torch.zeros(capacity, dim)
         self._bias = torch.full((capacity,), NEG_INF)
+        # the same availability as Python bytes: one per row, read per candidate on the hot path
+        # (a tensor element read costs microseconds)
+        self._listed = bytearray(capacity)
         self._scores = torch.empty(0)
         self._available = 0
         # Rows listable with a vector other than the one they had at the last ``take_changes()``
@@ -64,6 +67,7 @@ class ItemIndex:
         bias = torch.full((new_cap,), NEG_INF)
         bias[:cap] = self._bias
         self._matrix, self._bias = matrix, bias
+        self._listed.extend(bytes(new_cap - cap))
 
     def upsert(self, item_id: str, vector: torch.Tensor | None, available: bool) -> int:
         """Insert or update one item; returns its row."""
@@ -73,7 +77,7 @@ class ItemIndex:
             self._grow(row + 1)
             self.ids.append(item_id)
             self.row_of[item_id] = row
-        was_available = bool(torch.isfinite(self._bias[row]))
+        was_available = bool(self._listed[row])
         moved = False
         if vector is not None and not torch.equal(self._matrix[row], vector):
             self._matrix[row] = vector
@@ -91,19 +95,20 @@ class ItemIndex:
     def set_available(self, item_id: str, available: bool) -> None:
         row = self.row_of.get(item_id)
         if row is not None:
-            if available and not bool(torch.isfinite(self._bias[row])):
+            if available and not self._listed[row]:
                 self.changed.add(row)
             self._set_bias(row, available)
 
     def _set_bias(self, row: int, available: bool) -> None:
-        before = bool(torch.isfinite(self._bias[row]))
+        before = bool(self._listed[row])
         if before != available:
             self._available += 1 if available else -1
-        self._bias[row] = 0.0 if available else NEG_INF
+            self._bias[row] = 0.0 if available else NEG_INF
+            self._listed[row] = available
 
     def is_available(self, item_id: str) -> bool:
         row = self.row_of.get(item_id)
-        return row is not None and bool(torch.isfinite(self._bias[row]))
+        return row is not None and bool(self._listed[row])
 
     def topk(
         self,

@@ -41,9 +41,11 @@ def test_online_evaluation_runs_the_live_pipeline(kafka_bootstrap, unique_name, 
     result = orjson.loads((out / "online.json").read_bytes())
     assert result["events"] == len(world.events)
     # Each app's changelog gave the order it processed every event in (the scoring needs it).
-    assert result["applied"] == dict.fromkeys(("typed", "untyped", "popularity"), len(world.events))
+    apps = ("typed", "untyped", "popularity", "recent", "covisit", "heuristic")
+    assert result["applied"] == dict.fromkeys(apps, len(world.events))
     metrics = result["metrics"]
-    assert set(metrics) == {"live", "frozen", "popularity", "live, untyped"}
+    simple = {"popularity", "recent items", "co-visitation", "recent+covisit+popular"}
+    assert set(metrics) == {"live", "frozen", "live, untyped", *simple}
     for kind in ("purchase", "click/view"):
         counts = {name: m[kind]["n"] for name, m in metrics.items()}
         assert len(set(counts.values())) == 1, counts  # the same events for every system
@@ -51,4 +53,8 @@ def test_online_evaluation_runs_the_live_pipeline(kafka_bootstrap, unique_name, 
     # The generated shop has popular items: lists that came from the workers find some targets.
     assert metrics["popularity"]["click/view"]["hr@20"] > 0
     assert metrics["live"]["click/view"]["hr@20"] > 0
+    assert metrics["recent items"]["click/view"]["hr@20"] > 0
     assert (out / "typed" / "model.json").exists() and (out / "untyped" / "model.json").exists()
+    # the served model carries its ranker; the untyped ablation is the encoder alone
+    assert result["fits"]["typed"]["ranker"] and "ranker" not in result["fits"]["untyped"]
+    assert result["fits"]["typed"]["epochs_run"] >= 1
