@@ -74,7 +74,7 @@ def main() -> None:
                 f"i{picks[b * n_events + n]}",
                 rng.choice(EVENT_TYPES),
                 1.7e9 + 60 * n + b,
-            )  # fmt: skip
+            )
             for n in range(n_events)
         ]
         for b, u in enumerate(users)
