@@ -95,6 +95,7 @@ class Worker:
         app.page("/health/")(self._health_view())
         app.page("/metrics/")(self._metrics_view())
         app.page("/users/{user_id}/")(self._user_view())
+        app.page("/items/{item_id}/neighbours/")(self._neighbours_view())
 
     async def _process(self, stream: Any) -> None:
         await self.catalog.ready.wait()
@@ -288,12 +289,39 @@ class Worker:
                         "model_version": worker.recommender.model_version,
                         "catalog_items": len(worker.recommender.catalog.index),
                         "popularity_items": len(worker.recommender.popularity),
+                        "partitions": worker.event_partitions(),
                         "metrics": worker.metrics.snapshot(),
                     },
                     status=200 if ready else 503,
                 )
 
         return Health
+
+    def event_partitions(self) -> list[int]:
+        """The event-topic partitions this worker owns (the same numbers on all three topics:
+        they are co-partitioned), so the users whose state it holds."""
+        topics = set(self.settings.topics.event_topics().values())
+        assigned = self.app.assignor.assigned_actives()
+        return sorted({tp.partition for tp in assigned if tp.topic in topics})
+
+    def _neighbours_view(self) -> Any:
+        worker = self
+
+        class NeighboursView(faust.web.View):
+            async def get(self, request: Any, item_id: str) -> Any:
+                # This worker's co-visitation counts: over the users of its partitions only.
+                cv = worker.recommender.covisit
+                return self.json(
+                    {
+                        "item_id": item_id,
+                        "neighbours": [[i, w] for i, w in cv.neighbours(item_id)],
+                        "decay_t0": cv.t0,
+                        "half_life_s": cv.config.half_life_s,
+                        "partitions": worker.event_partitions(),
+                    }
+                )
+
+        return NeighboursView
 
     def _user_view(self) -> Any:
         worker = self
