@@ -1,5 +1,7 @@
-"""Recommendation quality on a public dataset: popularity vs the SASRec configuration vs our
-presets, trained by the same code under leave-one-out, fully ranked (HR/NDCG@10 and @50).
+"""Recommendation quality on a public dataset: the simple lists (popularity, recent items,
+co-visitation, their blend) vs the SASRec configuration vs our presets, each preset alone and as
+served (its candidates ranked by its learned ranker), fit by the same code under leave-one-out
+(HR/NDCG@10 and @50).
 
     .venv/bin/python bench/quality.py ml-1m                      # all presets, 60 min budget each
     .venv/bin/python bench/quality.py games --minutes 20 --presets sasrec,streamrec

@@ -1,8 +1,11 @@
-"""The offline quality benchmark: train presets on a dataset under leave-one-out and compare
-them with popularity on the held-out last events (full ranking, HR/NDCG@10 and @50).
+"""The offline quality benchmark: fit presets on a dataset under leave-one-out and compare them
+on the held-out last events (HR/NDCG@10 and @50) with the strongest simple lists: popularity,
+the user's recent items, co-visitation and their blend, built by the worker's own list code.
 
-Each preset's best epoch (by validation NDCG@10) is checkpointed to ``<out>/<preset>`` as it is
-found, in the format the live worker loads, and the test numbers come from that checkpoint.
+Each preset gives two rows: its model alone (full ranking over the vocabulary) and the lists the
+worker serves with its checkpoint (the model's candidates with the other sources', ranked by the
+learned ranker). The checkpoint (encoder and ranker) is saved to ``<out>/<preset>`` in the format
+the live worker loads, and the test numbers come from it.
 """
 
 from __future__ import annotations
