@@ -9,8 +9,9 @@ One run, per repeat, on fresh topics and fresh consumer groups:
      -> event -> list latency p50 / p99 / p99.9, the worker's CPU and resident memory;
   5. the pass-through agent gets the same fixed-rate load on its own topics (its latency floor).
 Then, in the same run, the per-event costs behind it: the incremental encoder step vs a full
-re-encode (bench/encoder.py) and the exact scan vs the HNSW graph at this catalog size
-(bench/retrieval.py).
+re-encode (bench/encoder.py), the exact scan vs the HNSW graph at this catalog size
+(bench/retrieval.py), and per list the candidate sources and the ranker vs retrieval alone
+(bench/ranker.py).
 Producer and consumer are separate processes; latency is the consumer's arrival time minus the
 event time the producer stamped just before sending. At the end: per-user state on disk (the
 RocksDB records) and in memory (the encoder cache), and medians (min-max) over repeats.
@@ -594,11 +595,12 @@ def main() -> int:
 
 def core_costs(args: argparse.Namespace) -> None:
     """The per-event costs behind the table, measured in this run: the incremental step vs a full
-    re-encode (bench/encoder.py) and the exact scan vs the graph at this catalog size
-    (bench/retrieval.py)."""
+    re-encode (bench/encoder.py), the exact scan vs the graph at this catalog size
+    (bench/retrieval.py), and the candidates + ranker per list (bench/ranker.py)."""
     for argv in (
         ["bench/encoder.py", "--repeats", "5"],
         ["bench/retrieval.py", "--sizes", str(args.items), "--users", "256", "--repeats", "5"],
+        ["bench/ranker.py", "--items", str(args.items), "--users", "256", "--repeats", "5"],
     ):
         log(f"core costs: {' '.join(argv)}")
         done = subprocess.run(

@@ -94,6 +94,7 @@ class OnlineResult:
     applied: dict[str, int] = field(default_factory=dict)  # events each app's changelog shows
     replay_events_per_s: float = 0.0
     fits: dict[str, dict[str, Any]] = field(default_factory=dict)  # checkpoint -> its fit
+    policy: str = ""  # the list policy every worker ran (purchased items excluded or kept)
 
     def table(self) -> str:
         return scoring.format_table(self.tallies, LIVE, FROZEN)
@@ -109,6 +110,7 @@ class OnlineResult:
             "applied": self.applied,
             "replay_events_per_s": self.replay_events_per_s,
             "fits": self.fits,
+            "policy": self.policy,
             "metrics": {
                 name: {
                     kind: {
@@ -322,6 +324,7 @@ def run_online(cfg: OnlineConfig, settings: Settings) -> OnlineResult:
         applied={app: len(a) for app, a in applied.items()},
         replay_events_per_s=summary.events_per_s,
         fits={name: fit_summary(cfg.out / name) for name in ("typed", "untyped")},
+        policy=ListProtocol.from_settings(settings).describe(),
     )
     (cfg.out / "online.json").write_bytes(
         orjson.dumps(result.to_dict(), option=orjson.OPT_INDENT_2)
@@ -353,7 +356,7 @@ def _delete_topics(settings: Settings, topics: list[str]) -> None:
 def describe(result: OnlineResult) -> str:
     lines = [
         f"{result.dataset}: {result.events:,} events replayed, {result.eval_events:,} in the "
-        f"evaluation window (from ts {result.split_ts:.0f})",
+        f"evaluation window (from ts {result.split_ts:.0f}); {result.policy}",
         result.table(),
         "events processed after a later event of the same user (of all processed), per app: "
         + ", ".join(
