@@ -233,21 +233,7 @@ def load_checkpoint(directory: str | os.PathLike[str]) -> TrainedModel:
         weights_path,
     )
     state = {n: t for n, t in tensors.items() if n not in feature_names | ranker_names}
-    if set(state) != set(expected):
-        raise CheckpointError(
-            f"{weights_path}: tensor names do not match the config "
-            f"(missing {sorted(set(expected) - set(state))[:5]}, "
-            f"unexpected {sorted(set(state) - set(expected))[:5]})"
-        )
-    for name, want in expected.items():
-        got = state[name]
-        if got.shape != want.shape or got.dtype != want.dtype:
-            raise CheckpointError(
-                f"{weights_path}: tensor {name!r} is {got.dtype}{list(got.shape)}, "
-                f"the config needs {want.dtype}{list(want.shape)}"
-            )
-        if got.is_floating_point() and not bool(torch.isfinite(got).all()):
-            raise CheckpointError(f"{weights_path}: tensor {name!r} has NaN/inf values")
+    _check_tensors(state, expected, weights_path, "tensor")
     if bool(state["item_tower.id_emb.weight"][0].any()):
         # row 0 stands for every item unseen in training; it must add nothing to their features
         raise CheckpointError(f"{weights_path}: id embedding row 0 (unknown items) is not zero")
@@ -281,6 +267,27 @@ def load_checkpoint(directory: str | os.PathLike[str]) -> TrainedModel:
     )
 
 
+def _check_tensors(
+    state: Mapping[str, Tensor], expected: Mapping[str, Tensor], weights_path: Path, what: str
+) -> None:
+    """The tensors a config needs, no more and no fewer, of its shapes and dtypes, finite."""
+    if set(state) != set(expected):
+        raise CheckpointError(
+            f"{weights_path}: {what} names do not match the config "
+            f"(missing {sorted(set(expected) - set(state))[:5]}, "
+            f"unexpected {sorted(set(state) - set(expected))[:5]})"
+        )
+    for name, want in expected.items():
+        got = state[name]
+        if got.shape != want.shape or got.dtype != want.dtype:
+            raise CheckpointError(
+                f"{weights_path}: {what} {name!r} is {got.dtype}{list(got.shape)}, "
+                f"the config needs {want.dtype}{list(want.shape)}"
+            )
+        if got.is_floating_point() and not bool(torch.isfinite(got).all()):
+            raise CheckpointError(f"{weights_path}: {what} {name!r} has NaN/inf values")
+
+
 def _load_ranker(
     config: Any, state: dict[str, Tensor], meta_path: Path, weights_path: Path
 ) -> Ranker | None:
@@ -305,17 +312,7 @@ def _load_ranker(
             f"{meta_path}: the ranker was trained on features {list(cfg.features)}; this code "
             f"computes {list(FEATURES)}"
         )
-    if set(state) != set(expected):
-        raise CheckpointError(f"{weights_path}: ranker tensors do not match its config")
-    for name, want in expected.items():
-        got = state[name]
-        if got.shape != want.shape or got.dtype != want.dtype:
-            raise CheckpointError(
-                f"{weights_path}: ranker tensor {name!r} is {got.dtype}{list(got.shape)}, "
-                f"the config needs {want.dtype}{list(want.shape)}"
-            )
-        if not bool(torch.isfinite(got).all()):
-            raise CheckpointError(f"{weights_path}: ranker tensor {name!r} has NaN/inf values")
+    _check_tensors(state, expected, weights_path, "ranker tensor")
     ranker = Ranker(cfg)
     ranker.load_state_dict(state, strict=True)
     return ranker.eval()
