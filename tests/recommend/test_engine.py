@@ -292,3 +292,23 @@ def test_live_ranked_lists_equal_the_offline_path_on_the_same_events(trained):
         got = live[u]["items"]
         assert [x["item_id"] for x in got] == [i for i, _ in top]
         assert [x["score"] for x in got] == pytest.approx([sc for _, sc in top], abs=1e-4)
+
+
+def test_item_side_state_rebuilt_from_the_stored_sequences_equals_the_live_one():
+    """After a restart the worker seeds popularity and co-visitation from the recovered users:
+    for users whose events all fit in the kept sequence, that is the state live traffic built."""
+    live = Recommender(settings(), None)
+    states: dict[str, UserState] = {}
+    for e in blend_events():
+        st = states.setdefault(e.user_id, UserState())
+        if st.apply(e, LIMITS):
+            live.observe(e, st)
+    restarted = Recommender(settings(), None)
+    for st in states.values():
+        restarted.seed(UserState.from_bytes(st.to_bytes()))
+    assert live.covisit.neighbours("p2") == restarted.covisit.neighbours("p2") == []
+    for item in ("p1", "p3", "p4"):
+        got, want = restarted.covisit.neighbours(item), live.covisit.neighbours(item)
+        assert [i for i, _ in got] == [i for i, _ in want] and got
+        assert [w for _, w in got] == pytest.approx([w for _, w in want])
+    assert restarted.popularity.top(4) == pytest.approx(live.popularity.top(4))
