@@ -33,10 +33,10 @@ def run_worker(settings: Settings) -> int:
         worker = Worker(settings)
     except CheckpointError as exc:
         # A configured model that cannot be loaded is an operator's mistake to fix, not a reason to
-        # serve popularity silently (a worker that already serves a model keeps it: _poll_model).
+        # serve the heuristic lists silently (a worker that already serves a model keeps it: _poll_model).
         log.error(
             "refusing to start: the model checkpoint %r cannot be loaded: %s "
-            "(fix or replace it; with no model.json there the worker serves popularity)",
+            "(fix or replace it; with no model.json there the worker serves the heuristic lists)",
             settings.model.checkpoint,
             exc,
         )

@@ -46,7 +46,7 @@ MODEL_POLL_S = 10.0
 
 
 def load_model(path: str) -> TrainedModel | None:
-    """The checkpoint at ``path``, or None when there is none yet (serve popularity)."""
+    """The checkpoint at ``path``, or None when there is none yet (serve the heuristic lists)."""
     if not path or not (Path(path) / "model.json").exists():
         return None
     return load_checkpoint(path)
@@ -181,9 +181,11 @@ class Worker:
                 # interval, so batches took several times longer (demo p50 75 ms vs 28 ms).
                 lists = self.recommender.recommend(jobs)
             except Exception:
-                # The events' state is already durable; serve this batch from popularity rather
-                # than stall the partition or kill the worker.
-                log.exception("model failed on a batch of %d; serving popularity lists", len(jobs))
+                # The events' state is already durable; serve this batch from the heuristic lists
+                # rather than stall the partition or kill the worker.
+                log.exception(
+                    "model failed on a batch of %d; serving the heuristic lists", len(jobs)
+                )
                 self.metrics.inc("batch_failures")
                 lists = self.recommender.recommend(jobs, fallback=True)
             self.metrics.batch(len(batch), time.perf_counter() - t0)

@@ -69,7 +69,7 @@ def make_settings(
     session_timeout_s: float = 6.0,
 ) -> Settings:
     """Settings of one scenario: topics named after ``name`` (= app id and consumer group), no
-    model (popularity lists: the faults are about state, not ranking)."""
+    model (the heuristic lists: the faults are about state, not ranking)."""
     base = load_settings(env={})
     return base.replace(
         kafka={"bootstrap_servers": bootstrap},

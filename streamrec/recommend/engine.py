@@ -185,7 +185,7 @@ class Recommender:
     ) -> list[dict[str, Any]]:
         """Lists for a micro-batch: every event updates its user's state; each user gets one list,
         built after their last event in the batch (earlier ones would be superseded at once).
-        ``fallback`` serves popularity even when a model is loaded (the model failed)."""
+        ``fallback`` serves the heuristic lists even when a model is loaded (the model failed)."""
         if not jobs:
             return []
         last: dict[str, int] = {}
