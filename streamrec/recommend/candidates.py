@@ -200,16 +200,27 @@ class _UserBlock:
 
 def _history_stats(history: Sequence[Visit]) -> dict[str, tuple[int, float, list[int], int]]:
     """item -> (recency rank among distinct items, last ts, events per type, last type)."""
-    out: dict[str, tuple[int, float, list[int], int]] = {}
-    for item, code, ts in reversed(history):
-        st = out.get(item)
-        if st is None:
-            counts = [0, 0, 0]
-            counts[code] += 1
-            out[item] = (len(out), ts, counts, code)
-        else:
-            st[2][code] += 1
+    newest: dict[str, int] = {}  # item -> index of its newest event
+    counts: dict[str, list[int]] = {}
+    for i, (item, code, _) in enumerate(history):
+        newest[item] = i
+        c = counts.get(item)
+        if c is None:
+            c = counts[item] = [0, 0, 0]
+        c[code] += 1
+    order = sorted(newest, key=newest.__getitem__, reverse=True)
+    out = {}
+    for rank, item in enumerate(order):
+        _, code, ts = history[newest[item]]
+        out[item] = (rank, ts, counts[item], code)
     return out
+
+
+_M_RANK, _IN_HIST, _REC_RANK, _AGE = F["model_rank"], F["in_history"], F["recency_rank"], F["age"]
+_N_BROWSE, _N_CLICK, _N_PURCHASE, _LAST_TYPE = (
+    F["n_browse"], F["n_click"], F["n_purchase"], F["last_type"]
+)  # fmt: skip
+_CV_RANK, _POP = F["covisit_rank"], F["popularity"]
 
 
 def _base_row(
@@ -224,21 +235,22 @@ def _base_row(
     st = stats.get(item)
     pop = pop_score.get(item)
     row = [0.0] * N_FEATURES
-    row[F["model_rank"]] = none_model
-    row[F["covisit_rank"]] = none_covisit
-    row[F["popularity"]] = -1.0 if pop is None else max(-20.0, pop - pop_top) / 20.0
+    row[_M_RANK] = none_model
+    row[_CV_RANK] = none_covisit
+    row[_POP] = -1.0 if pop is None else max(-20.0, pop - pop_top) / 20.0
     if st is None:
-        row[F["recency_rank"]] = none_recent
-        row[F["age"]] = AGE_NONE
+        row[_REC_RANK] = none_recent
+        row[_AGE] = AGE_NONE
     else:
         rank, ts, counts, code = st
-        row[F["in_history"]] = 1.0
-        row[F["recency_rank"]] = min(math.log1p(rank), none_recent)
-        row[F["age"]] = math.log1p(max(0.0, now - ts)) / 10
-        row[F["n_browse"]] = math.log1p(counts[0])
-        row[F["n_click"]] = math.log1p(counts[1])
-        row[F["n_purchase"]] = math.log1p(counts[2])
-        row[F["last_type"]] = code + 1.0
+        log1p = math.log1p
+        row[_IN_HIST] = 1.0
+        row[_REC_RANK] = min(log1p(rank), none_recent)
+        row[_AGE] = log1p(max(0.0, now - ts)) / 10
+        row[_N_BROWSE] = log1p(counts[0])
+        row[_N_CLICK] = log1p(counts[1])
+        row[_N_PURCHASE] = log1p(counts[2])
+        row[_LAST_TYPE] = code + 1.0
     return row
 
 
