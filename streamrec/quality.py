@@ -140,35 +140,42 @@ def checkpoint_rows(
     ]
 
 
-def popularity_row(ds: Dataset, exclude_history: bool) -> Row:
-    split = leave_one_out(ds.sequences)
+def simple_rows(
+    split: Split, state: ListState, protocol: ListProtocol, exclude_history: bool
+) -> list[Row]:
+    """The simple lists on the test cases of ``split``: popularity (the training-event count,
+    full ranking), and recent items, co-visitation and their blend with popularity (what a
+    worker serves without a model), built by the worker's list code from ``state``, counted
+    on the training events."""
     vocab = sorted({i for s in split.train.values() for i, _, _ in s})
     row_of = {item: r + 1 for r, item in enumerate(vocab)}
-    metrics = evaluate_popularity(split.train, split.test, row_of, KS, exclude_history)
-    return Row("popularity", metrics, about="most events in training first")
-
-
-def heuristic_rows(
-    ds: Dataset, exclude_history: bool, protocol: ListProtocol | None = None
-) -> list[Row]:
-    """The simple lists on the leave-one-out test cases, built by the worker's list code from
-    state counted on the training events: recent items, co-visitation, and their blend with
-    popularity (what a worker serves without a model)."""
-    protocol = protocol or ListProtocol()
-    split = leave_one_out(ds.sequences)
-    state = ListState.from_sequences(split.train, protocol)
+    popularity = evaluate_popularity(split.train, split.test, row_of, KS, exclude_history)
     blocks = candidates_for(as_cases(split.test), state, protocol, None, exclude_history)
     return [
-        Row(name, at_k(torch.from_numpy(ranks_of(blocks, fn)), KS), about="heuristic")
-        for name, fn in HEURISTICS.items()
+        Row("popularity", popularity, about="most events in training first"),
+        *(
+            Row(name, at_k(torch.from_numpy(ranks_of(blocks, fn)), KS), about="heuristic")
+            for name, fn in HEURISTICS.items()
+        ),
     ]
+
+
+def baseline_rows(
+    ds: Dataset, exclude_history: bool, protocol: ListProtocol | None = None
+) -> list[Row]:
+    """``simple_rows`` on the dataset's leave-one-out split."""
+    protocol = protocol or ListProtocol()
+    split = leave_one_out(ds.sequences)
+    return simple_rows(
+        split, ListState.from_sequences(split.train, protocol), protocol, exclude_history
+    )
 
 
 def evaluate_checkpoint(
     ds: Dataset, directory: Path, exclude_history: bool, protocol: ListProtocol | None = None
 ) -> list[Row]:
-    """Popularity, the heuristic lists and a saved checkpoint (its model's full ranking, and
-    the ranked lists it serves) on the dataset's leave-one-out test cases."""
+    """The simple lists and a saved checkpoint (its model's full ranking, and the ranked lists
+    it serves) on the dataset's leave-one-out test cases."""
     protocol = protocol or ListProtocol()
     trained = load_checkpoint(directory)
     split = leave_one_out(ds.sequences)
@@ -176,11 +183,7 @@ def evaluate_checkpoint(
     rows = checkpoint_rows(trained, split, state, protocol, exclude_history)
     for r in rows:
         r.checkpoint = str(directory)
-    return [
-        popularity_row(ds, exclude_history),
-        *heuristic_rows(ds, exclude_history, protocol),
-        *rows,
-    ]
+    return [*simple_rows(split, state, protocol, exclude_history), *rows]
 
 
 def _cell(values: Sequence[float]) -> str:
@@ -287,7 +290,7 @@ def run_quality(
     unknown = [p for p in presets if p not in PRESETS]
     if unknown:
         raise ValueError(f"unknown presets {unknown}; known: {', '.join(PRESETS)}")
-    rows = [popularity_row(ds, exclude_history), *heuristic_rows(ds, exclude_history, protocol)]
+    rows = baseline_rows(ds, exclude_history, protocol)
     for name in presets:
         for seed in seeds:
             log.info("training %s on %s, seed %d (budget %.0f min)", name, ds.name, seed, minutes)

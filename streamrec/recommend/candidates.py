@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 from streamrec.features.covisit import CoVisitation, Visit
 
@@ -81,8 +82,19 @@ class CandidateBatch:
     def n_users(self) -> int:
         return len(self.offsets) - 1
 
-    def set_model_scores(self, scores: np.ndarray) -> None:
-        self.features[:, F["model_score"]] = scores
+    def set_model_scores(
+        self, user_vectors: torch.Tensor, item_vectors: torch.Tensor, rows: Sequence[int]
+    ) -> None:
+        """The exact model score of every candidate, whichever source found it: its user's
+        vector · row ``rows[i]`` of ``item_vectors`` (-1: no vector, score 0)."""
+        if not len(self):
+            return
+        r = torch.tensor(rows, dtype=torch.long)
+        known = r >= 0
+        users = torch.tensor(self.users)
+        scores = torch.zeros(len(self))
+        scores[known] = (user_vectors[users[known]] * item_vectors[r[known]]).sum(-1)
+        self.features[:, F["model_score"]] = scores.numpy()
 
     def top(self, scores: np.ndarray, k: int) -> list[list[tuple[str, float]]]:
         """Each user's ``k`` best candidates under ``scores`` (one per row), best first; ties
@@ -94,19 +106,6 @@ class CandidateBatch:
             order = np.argsort(-s, kind="stable")[:k]
             out.append([(self.item_ids[lo + i], float(s[i])) for i in order])
         return out
-
-
-def recent_items(history: Sequence[Visit], n: int | None = None) -> list[str]:
-    """The user's distinct items, most recently touched first (the "recently viewed" list)."""
-    out: list[str] = []
-    seen: set[str] = set()
-    for item, _, _ in reversed(history):
-        if item not in seen:
-            seen.add(item)
-            out.append(item)
-            if n is not None and len(out) >= n:
-                break
-    return out
 
 
 def build_candidates(
@@ -128,9 +127,9 @@ def build_candidates(
     pop_score = {i: s for i, s in popular}
     sentinels = (math.log1p(cfg.model + 1), math.log1p(cfg.recent + 1), math.log1p(cfg.covisit + 1))
     for b, ctx in enumerate(contexts):
-        recent = recent_items(ctx.history)
-        block = _UserBlock(batch, rows, b, ctx, cfg, listable)
         stats = _history_stats(ctx.history)
+        recent = list(stats)  # the stats are keyed newest first: the recent items
+        block = _UserBlock(batch, rows, b, ctx, cfg, listable)
         for item in recent[: cfg.recent]:
             block.add(item, "recent", stats, pop_score, pop_top, sentinels)
         if covisit is not None:
@@ -199,7 +198,8 @@ class _UserBlock:
 
 
 def _history_stats(history: Sequence[Visit]) -> dict[str, tuple[int, float, list[int], int]]:
-    """item -> (recency rank among distinct items, last ts, events per type, last type)."""
+    """item -> (recency rank among distinct items, last ts, events per type, last type), keyed
+    in recency order (the most recently touched item first)."""
     newest: dict[str, int] = {}  # item -> index of its newest event
     counts: dict[str, list[int]] = {}
     for i, (item, code, _) in enumerate(history):

@@ -287,10 +287,9 @@ class Recommender:
         """Without a model: recent items, co-visitation neighbours and popularity (or, for a
         baseline worker, one of them alone)."""
         cfg = self.candidates
-        pop = self.popularity.top(max(cfg.popular, self.k), accept=self._listable())
-        batch = build_candidates(
-            self._contexts(jobs), cfg, self.covisit, pop, None, self._listable()
-        )
+        listable = self._listable()
+        pop = self.popularity.top(cfg.popular, accept=listable)
+        batch = build_candidates(self._contexts(jobs), cfg, self.covisit, pop, None, listable)
         if self.source in SINGLE_SOURCES:
             scores = source_scores(batch, self.source)
         else:
@@ -311,20 +310,13 @@ class Recommender:
         model_lists = [[(index.ids[r], s) for r, s in rows] for rows in ranked]
         if ranker is None:
             return model_lists
-        pop = self.popularity.top(cfg.popular, accept=self._listable())
+        listable = self._listable()
+        pop = self.popularity.top(cfg.popular, accept=listable)
         batch = build_candidates(
-            self._contexts(jobs), cfg, self.covisit, pop, model_lists, self._listable()
+            self._contexts(jobs), cfg, self.covisit, pop, model_lists, listable
         )
-        if len(batch):
-            # exact model scores for every candidate, whichever source found it
-            row_of = index.row_of
-            rows = torch.tensor([row_of.get(i, -1) for i in batch.item_ids])
-            known = rows >= 0
-            users = torch.tensor(batch.users)
-            scores = torch.zeros(len(batch))
-            m = index.matrix
-            scores[known] = (vectors[users[known]] * m[rows[known]]).sum(-1)
-            batch.set_model_scores(scores.numpy())
+        rows = [index.row_of.get(i, -1) for i in batch.item_ids]
+        batch.set_model_scores(vectors, index.matrix, rows)
         return batch.top(ranker.score(batch.features), self.k)
 
     def _popular(self, job: Job) -> list[tuple[str, float]]:

@@ -131,11 +131,10 @@ def candidates_for(
             model_lists = _retrieve(trained, vecs, item_vecs, contexts, cfg)
         pop = state.popularity.top(max(cfg.popular, 1))
         batch = build_candidates(contexts, cfg, state.covisit, pop, model_lists)
-        if trained is not None and vecs is not None and item_vecs is not None and len(batch):
-            rows = torch.tensor([trained.row_of.get(i, 0) for i in batch.item_ids])
-            users = torch.tensor(batch.users)
-            scores = (vecs[users] * item_vecs[rows]).sum(-1)
-            batch.set_model_scores(scores.numpy())
+        if trained is not None and vecs is not None and item_vecs is not None:
+            # outside the vocabulary an item is the unknown row (0), as the model ranks it
+            rows = [trained.row_of.get(i, 0) for i in batch.item_ids]
+            batch.set_model_scores(vecs, item_vecs, rows)
         labels = []
         for b, (_, target) in enumerate(part):
             lo, hi = batch.offsets[b], batch.offsets[b + 1]

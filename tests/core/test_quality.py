@@ -57,7 +57,6 @@ def test_quality_smoke(
     ranked = by["streamrec + ranker"].metrics
     assert ranked["hr@10"] > 0.5 * by["streamrec"].metrics["hr@10"]
     assert ranked["hr@10"] > by["popularity"].metrics["hr@10"] + 0.1
-    print({n: round(r.metrics["hr@10"], 3) for n, r in by.items()})
 
     # the worker-loadable checkpoint carries its test numbers, and `streamrec evaluate` on it
     # reproduces them

@@ -15,17 +15,11 @@ from streamrec.recommend.candidates import (
     UserContext,
     build_candidates,
     heuristic_scores,
-    recent_items,
     source_scores,
 )
 
 T = 1.7e9
 HISTORY = [("a", 0, T), ("b", 1, T + 10), ("a", 1, T + 20), ("c", 2, T + 30)]
-
-
-def test_recent_items_are_distinct_newest_first():
-    assert recent_items(HISTORY) == ["c", "a", "b"]
-    assert recent_items(HISTORY, 2) == ["c", "a"]
 
 
 def test_history_features_and_sources():
@@ -36,7 +30,7 @@ def test_history_features_and_sources():
     batch = build_candidates([ctx], CandidateConfig(), cv, popular, [[("m", 1.0), ("b", 0.5)]])
     rows = {item: batch.features[i] for i, item in enumerate(batch.item_ids)}
     src = dict(zip(batch.item_ids, batch.sources, strict=True))
-    assert batch.item_ids[:3] == ["c", "a", "b"]  # recent first
+    assert batch.item_ids[:3] == ["c", "a", "b"]  # recent items first: distinct, newest first
     assert set(batch.item_ids) == {"a", "b", "c", "z", "m", "p"}
     a = rows["a"]
     assert a[F["in_history"]] == 1 and a[F["recency_rank"]] == pytest.approx(math.log1p(1))
