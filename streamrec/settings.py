@@ -72,6 +72,12 @@ class ValidationSettings:
 
 
 @dataclass(frozen=True)
+class IngestSettings:
+    lateness_ms: float
+    max_pending: int
+
+
+@dataclass(frozen=True)
 class FeatureSettings:
     sequence_max: int
     purchased_max: int
@@ -132,6 +138,7 @@ class Settings:
     topics: TopicSettings
     app: AppSettings
     validation: ValidationSettings
+    ingest: IngestSettings
     features: FeatureSettings
     model: ModelSettings
     recs: RecsSettings
@@ -236,6 +243,7 @@ _POSITIVE = {
     "validation.max_item_bytes",
     "validation.max_context_depth",
     "validation.max_id_length",
+    "ingest.max_pending",
     "features.sequence_max",
     "features.purchased_max",
     "features.window_buckets",
@@ -260,6 +268,7 @@ _POSITIVE = {
 }
 _NON_NEGATIVE = {
     "validation.max_future_skew_s",
+    "ingest.lateness_ms",
     "recs.batch_wait_ms",
     "recs.candidates_recent",
     "recs.candidates_covisit",

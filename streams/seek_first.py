@@ -50,6 +50,8 @@ class SeekFirstConsumer(AIOKafkaConsumer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._held: set[TP] = set()
         self._seeks = 0  # seeks started so far: a fetch that spans one is not trusted
+        # where each stream partition resumed at its last seek (the next offset to read)
+        self.start_offsets: dict[TP, int] = {}
         super().__init__(*args, **kwargs)
 
     # -- holding resumed stream partitions until their seek ------------------------------------
@@ -154,6 +156,10 @@ class SeekFirstConsumer(AIOKafkaConsumer):
         """Make Faust's memory of read and committed offsets the broker's answer."""
         for raw_tp, offset in committed.items():
             tp = ensure_TP(raw_tp)
+            if not self._is_changelog_tp(tp):
+                start = offset or reset.get(tp)
+                if start is not None:
+                    self.start_offsets[tp] = start
             if offset:
                 self._read_offset[tp] = offset
                 self._committed_offset[tp] = offset

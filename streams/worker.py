@@ -3,32 +3,43 @@
     event topics ─► validate ─(bad)─► DLQ
                        │
                        ▼
-        users table (RocksDB + changelog): dedup, sequence, counts, purchases
+        event-time merge of the three topics, per partition (streamrec.events.merge)
+                       │
+                       ▼
+        user state: dedup, sequence, counts, purchases (users table: RocksDB + changelog)
                        │
                        ▼
         micro-batcher ─► Recommender (encoder step + top-K) ─► recommendations topic
 
-Offsets are acked only after an event's list is handed to the producer, and Faust flushes the
-producer before committing, so a crash replays uncommitted events; the per-user event-id set in
-the same table record makes that replay count nothing twice (at-least-once, idempotent effects).
+Offsets are acked only after an event's list and its user's state are handed to the producer,
+and Faust flushes the producer before committing, so a crash replays uncommitted events; the
+per-user event-id set in the same table record makes that replay count nothing twice
+(at-least-once, idempotent effects). A user's state is written to the table once per batch, not
+once per event: the batch's events are acked only after that write.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import os
 import time
+import weakref
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import faust
+import faust.streams
 import orjson
 import torch
+from faust.types import TP
 
 from encoders.checkpoint import CheckpointError, TrainedModel, load_checkpoint
-from streamrec.events.schema import Item
+from streamrec.events.merge import EventTimeMerge, MergeConfig
+from streamrec.events.schema import Event, Item
 from streamrec.events.validate import Limits, Rejection
 from streamrec.features.user_state import FeatureLimits, UserState
 from streamrec.recommend.engine import Job, Recommender
@@ -43,6 +54,17 @@ from streams.topics import USERS_TABLE, declare
 
 log = logging.getLogger(__name__)
 MODEL_POLL_S = 10.0
+
+
+@contextlib.contextmanager
+def in_event_context(event: Any) -> Iterator[None]:
+    """Faust routes a table write (store partition, changelog partition) by the *current* event;
+    writes made for an event outside its stream iteration (at a batch flush) name it here."""
+    token = faust.streams._current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        faust.streams._current_event.reset(token)
 
 
 def load_model(path: str) -> TrainedModel | None:
@@ -73,6 +95,16 @@ class Worker:
         )
         self.feature_limits = FeatureLimits.from_settings(settings.features)
         self.metrics = Metrics()
+        ingest = settings.ingest
+        self.merge: EventTimeMerge[tuple[Event, Any]] = EventTimeMerge(
+            tuple(settings.topics.event_topics()),
+            MergeConfig(ingest.lateness_ms / 1e3, ingest.max_pending),
+        )
+        self._merge_lock = asyncio.Lock()
+        self._topic_of = settings.topics.event_topics()
+        self._next_offset: dict[TP, int] = {}
+        # users whose state changed since the last batch flush: (state, their newest event)
+        self._dirty: dict[bytes, tuple[UserState, Any]] = {}
         if model is None:
             model = load_model(settings.model.checkpoint)
         self.recommender = Recommender(settings, model)
@@ -90,6 +122,7 @@ class Worker:
         app.agent(self.topics.events, name="streamrec.events")(self._process)
         app.task(self.catalog.run)
         app.task(self.batcher.run)
+        app.task(self._release_late)
         app.task(self._seed_popularity)
         app.timer(MODEL_POLL_S)(self._poll_model)
         app.page("/health/")(self._health_view())
@@ -101,18 +134,19 @@ class Worker:
         await self.catalog.ready.wait()
         await self._await_item_graph()
         async for event in stream.noack().events():
-            try:
-                await self.handle(event)
-            except Exception as exc:
-                # An unacked event would pin its partition's committed offset forever: park it in
-                # the DLQ with the reason instead, and go on.
-                log.exception("failed to process an event; dead-lettering it")
-                msg = event.message
-                why = Rejection("internal_error", f"worker failed on this event: {exc!r}")
-                await self._dead_letter(
-                    msg.topic, msg.partition, msg.offset, msg.key, msg.value, why
-                )
-                event.ack()
+            await self._guarded(self.handle, event)
+
+    async def _guarded(self, step: Any, event: Any, *args: Any) -> None:
+        try:
+            await step(event, *args)
+        except Exception as exc:
+            # An unacked event would pin its partition's committed offset forever: park it in
+            # the DLQ with the reason instead, and go on.
+            log.exception("failed to process an event; dead-lettering it")
+            msg = event.message
+            why = Rejection("internal_error", f"worker failed on this event: {exc!r}")
+            await self._dead_letter(msg.topic, msg.partition, msg.offset, msg.key, msg.value, why)
+            event.ack()
 
     async def _await_item_graph(self) -> None:
         """Past retrieval.ann_min_items the first lists wait for the item graph (seconds at 100k
@@ -126,6 +160,8 @@ class Worker:
         return retriever.graph_ready or not retriever.wants_graph()
 
     async def handle(self, event: Any) -> None:
+        """Validate one event read from a type topic and hand it to the event-time merge (bad
+        input goes to the DLQ at once)."""
         msg = event.message
         self.metrics.inc("events_in")
         etype = self.topics.type_of[msg.topic]
@@ -136,8 +172,52 @@ class Worker:
             )
             event.ack()
             return
+        tp = TP(msg.topic, msg.partition)
+        self._next_offset[tp] = msg.offset + 1  # lower again after a seek back: re-reading
+        if self.merge.config.lateness_s <= 0:
+            await self.apply(event, parsed)
+            return
+        self.merge.push(etype, msg.partition, parsed.ts, (parsed, event), time.monotonic())
+        await self._release()
+
+    async def _release(self) -> None:
+        """Apply the events the merge lets go, in its order (one caller at a time, so the order
+        holds across the agent and the lateness task)."""
+        async with self._merge_lock:
+            for parsed, event in self.merge.release(time.monotonic(), self._caught_up):
+                await self._guarded(self.apply, event, parsed)
+
+    async def _release_late(self) -> None:
+        """Lets events out whose lateness bound ran out while no new event came in."""
+        idle = max(self.merge.config.lateness_s, 0.005)
+        while True:
+            deadline = self.merge.next_deadline()
+            wait = idle if deadline is None else max(0.001, deadline - time.monotonic())
+            await asyncio.sleep(wait)
+            if len(self.merge):
+                await self._release()
+
+    def _caught_up(self, etype: str, partition: int) -> bool:
+        """Whether this worker has read everything the broker had in that topic partition at the
+        consumer's last fetch (then it cannot hold back an older event)."""
+        tp = TP(self._topic_of[etype], partition)
+        consumer = self.app.consumer
+        try:
+            highwater = consumer.highwater(tp)
+        except Exception:  # not assigned (any more): nothing to wait for
+            return True
+        if highwater is None:
+            return False  # no fetch answered yet: unknown, so wait (at most the lateness bound)
+        start = getattr(consumer, "start_offsets", {}).get(tp)
+        read = self._next_offset.get(tp, start)
+        return read is not None and read >= highwater
+
+    async def apply(self, event: Any, parsed: Event) -> None:
+        """Apply one valid event (``parsed`` from the Faust ``event``) to its user's state and
+        queue its list."""
         key = parsed.user_id.encode()
-        state = UserState.from_bytes(self.users.get(key))
+        dirty = self._dirty.get(key)
+        state = dirty[0] if dirty is not None else UserState.from_bytes(self.users.get(key))
         if not state.apply(parsed, self.feature_limits):
             self.metrics.inc("events_duplicate")
             if state.is_last_applied(parsed):
@@ -147,7 +227,7 @@ class Worker:
             else:
                 event.ack()
             return
-        self.users[key] = state.to_bytes()
+        self._dirty[key] = (state, event)
         self.recommender.observe(parsed, state)
         self.metrics.inc("events_accepted")
         job = self.recommender.job(parsed, state)
@@ -171,8 +251,24 @@ class Worker:
             len(self.recommender.covisit),
         )
 
+    def _write_states(self) -> None:
+        """One table write (and changelog record) per user changed since the last flush."""
+        dirty, self._dirty = self._dirty, {}
+        for key, (state, event) in dirty.items():
+            with in_event_context(event):
+                self.users[key] = state.to_bytes()
+
     async def _publish(self, batch: list[tuple[Job, Any]]) -> None:
         jobs = [job for job, _ in batch]
+        try:
+            # before any list, so an event is acked only once its state is with the producer
+            self._write_states()
+        except Exception as exc:
+            # The store or the producer failed, not the input: acking would lose these events'
+            # state, so stop loudly and let them be read again after a restart.
+            log.exception("writing user state failed; stopping the worker")
+            await self.app.crash(exc)
+            return
         try:
             t0 = time.perf_counter()
             try:

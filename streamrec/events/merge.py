@@ -1,0 +1,146 @@
+"""Event-time merge of the three type topics, per partition number.
+
+The browse, click and purchase topics are co-partitioned by user, so partition ``p`` of each
+holds the same users. Read independently, one topic's partition can run seconds of event time
+ahead of another's (a fetch brings thousands of one topic's records at once), and every event of
+a user read after a later-stamped one costs an exact rebuild of that user's encoder state instead
+of a one-event step. This buffer is the classic k-way merge of three FIFO queues: the head with
+the oldest event time is released once each of the other two topics has either advanced past it
+(a later event seen), or has nothing more to read right now (caught up with its partition's end),
+or once it has waited ``lateness_s`` of wall time. Each topic partition's own order (its offsets)
+is kept.
+
+Correctness never depends on the buffer: an event that arrives after later-stamped ones were
+released takes the user state's insert-and-rebuild path, which is exact. The buffer only decides
+how often that slower path is needed. It is bounded: past ``max_pending`` events the oldest heads
+go out without waiting.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+CaughtUp = Callable[[str, int], bool]  # (source, partition) -> nothing more to read right now
+
+
+@dataclass(frozen=True, slots=True)
+class MergeConfig:
+    lateness_s: float = 0.03
+    max_pending: int = 10_000
+
+
+@dataclass
+class MergeStats:
+    released_in_order: int = 0  # every other topic had advanced past it or was caught up
+    released_late: int = 0  # waited out the lateness bound
+    released_forced: int = 0  # pushed out by the max_pending bound
+
+
+@dataclass(slots=True)
+class _Queue(Generic[T]):
+    items: deque[tuple[float, float, T]] = field(default_factory=deque)  # (ts, arrived, item)
+    newest_ts: float = float("-inf")  # the latest event time this topic partition has shown
+
+
+class EventTimeMerge(Generic[T]):
+    """Holds items (with their event time) per (source, partition); ``release`` hands back the
+    ones whose turn has come, oldest event time first within each partition."""
+
+    def __init__(self, sources: Sequence[str], config: MergeConfig | None = None) -> None:
+        if not sources:
+            raise ValueError("at least one source")
+        self.sources = tuple(sources)
+        self.config = config or MergeConfig()
+        self._queues: dict[tuple[str, int], _Queue[T]] = {}
+        self._pending = 0
+        self.stats = MergeStats()
+
+    def __len__(self) -> int:
+        return self._pending
+
+    def partitions(self) -> set[int]:
+        return {p for (_, p), q in self._queues.items() if q.items}
+
+    def push(self, source: str, partition: int, ts: float, item: T, now: float) -> None:
+        if source not in self.sources:
+            raise ValueError(f"unknown source {source!r}")
+        q = self._queue(source, partition)
+        q.items.append((ts, now, item))
+        if ts > q.newest_ts:
+            q.newest_ts = ts
+        self._pending += 1
+
+    def _queue(self, source: str, partition: int) -> _Queue[T]:
+        key = (source, partition)
+        q = self._queues.get(key)
+        if q is None:
+            q = self._queues[key] = _Queue()
+        return q
+
+    def release(self, now: float, caught_up: CaughtUp) -> list[T]:
+        """Every item whose turn has come, each partition's in event-time order."""
+        out: list[T] = []
+        for p in sorted(self.partitions()):
+            self._release_partition(p, now, caught_up, out)
+        while self._pending > self.config.max_pending:
+            # over the bound: the oldest head of all partitions goes, whatever the others show
+            _, p = min((q.items[0][0], p) for (_, p), q in self._queues.items() if q.items)
+            self._pop_oldest(p, out)
+            self.stats.released_forced += 1
+        return out
+
+    def _release_partition(self, p: int, now: float, caught_up: CaughtUp, out: list[T]) -> None:
+        queues = [self._queue(s, p) for s in self.sources]
+        lateness = self.config.lateness_s
+        while True:
+            heads = [(q.items[0][0], i) for i, q in enumerate(queues) if q.items]
+            if not heads:
+                return
+            ts, i = min(heads)
+            arrived = queues[i].items[0][1]
+            # A topic with items queued has a head at or after ``ts`` (``ts`` is the minimum).
+            ready = all(
+                j == i or q.items or q.newest_ts >= ts or caught_up(self.sources[j], p)
+                for j, q in enumerate(queues)
+            )
+            if ready:
+                self.stats.released_in_order += 1
+            elif now - arrived >= lateness:
+                self.stats.released_late += 1
+            else:
+                return
+            out.append(queues[i].items.popleft()[2])
+            self._pending -= 1
+
+    def _pop_oldest(self, p: int, out: list[T]) -> None:
+        queues = [q for s in self.sources if (q := self._queue(s, p)).items]
+        q = min(queues, key=lambda q: q.items[0][0])
+        out.append(q.items.popleft()[2])
+        self._pending -= 1
+
+    def next_deadline(self) -> float | None:
+        """The earliest wall time at which a waiting head's lateness runs out (None: empty)."""
+        arrived = [q.items[0][1] for q in self._queues.values() if q.items]
+        return min(arrived) + self.config.lateness_s if arrived else None
+
+    def drain(self) -> list[T]:
+        """Everything held, each partition in event-time order (shutdown, tests)."""
+        out: list[T] = []
+        for p in sorted(self.partitions()):
+            merged = heapq.merge(
+                *(self._queue(s, p).items for s in self.sources), key=lambda e: e[0]
+            )
+            out.extend(item for _, _, item in merged)
+        self._reset(self.partitions())
+        return out
+
+    def _reset(self, partitions: Iterable[int]) -> None:
+        gone = set(partitions)
+        for key in [k for k in self._queues if k[1] in gone]:
+            self._pending -= len(self._queues[key].items)
+            del self._queues[key]
