@@ -4,7 +4,9 @@ One run, per repeat, on fresh topics and fresh consumer groups:
   1. a backlog of events (user sessions over the catalog) is produced flat out;
   2. the pass-through Faust agent (bench/passthrough.py: consume, decode, produce) drains it;
   3. a real `streamrec worker` (100k-item catalog, d=64 model) drains the same backlog
-     -> sustained events/s of each, and their ratio;
+     -> sustained events/s of each, and their ratio; and again with the event-time merge of the
+     three topics off (ingest.lateness_ms=0) -> what the merge buys, in events read out of
+     event-time order (each a rebuild) and events/s;
   4. events are produced at a fixed rate (default 1,000/s) into the running worker
      -> event -> list latency p50 / p99 / p99.9, the worker's CPU and resident memory;
   5. the pass-through agent gets the same fixed-rate load on its own topics (its latency floor).
@@ -222,6 +224,13 @@ def counters(app: App) -> dict[str, int]:
     return dict(orjson.loads(body)["metrics"]["counters"]) if body else {}
 
 
+def worker_counts(app: App) -> dict[str, int]:
+    """A worker's counters and its encoder cache's hit/miss counts (a miss is a rebuild)."""
+    g = gauges(app)
+    cache = {k: int(g[k]) for k in ("encoder_cache_hits", "encoder_cache_misses") if k in g}
+    return {**counters(app), **cache}
+
+
 def gauges(app: App) -> dict[str, float]:
     text = app.get("/metrics/")
     out: dict[str, float] = {}
@@ -243,6 +252,7 @@ class Repeat:
     cpu: dict[str, float] = field(default_factory=dict)  # app -> cores busy in the rate phase
     rss_mb: dict[str, float] = field(default_factory=dict)
     lists_per_event: float = 0.0
+    counters: dict[str, dict[str, int]] = field(default_factory=dict)  # app -> after its drain
     gauges: dict[str, float] = field(default_factory=dict)
     state: dict[str, float] = field(default_factory=dict)
 
@@ -405,6 +415,7 @@ def one_repeat(
         worker.start = lambda: worker  # type: ignore[method-assign]  # started above
     seconds = drain(worker, col, drained, args.timeout)
     rep.drain["streamrec"] = sent / seconds
+    rep.counters["streamrec"] = worker_counts(worker)
     lat, cpu, rss, lpe = rate_phase(ctx, worker, col, env, load, f"lr{r}")
     rep.latency["streamrec"], rep.cpu["streamrec"], rep.rss_mb["streamrec"] = lat, cpu, rss
     rep.lists_per_event = lpe
@@ -415,6 +426,21 @@ def one_repeat(
     worker.stop()
     col.close()
     rep.state = state_on_disk(Path(live_s.app.datadir))
+
+    # 3b. the same backlog with the merge off: events go through as they are read
+    if args.merge_off:
+        off_s = settings_for(base, args, f"{args.run}r{r}", f"{args.run}-nomerge-{r}", out)
+        off_s = off_s.replace(
+            topics={"recommendations": f"{args.run}r{r}.nomerge"}, ingest={"lateness_ms": 0.0}
+        )
+        create_topics(off_s)
+        col = Collector(ctx, off_s.to_env(), off_s.topics.recommendations)
+        worker = App(MERGE_OFF, off_s, [py, "-m", "streamrec", "worker"], out / f"off-{r}.log")
+        seconds = drain(worker, col, drained, args.timeout)
+        rep.drain[MERGE_OFF] = sent / seconds
+        rep.counters[MERGE_OFF] = worker_counts(worker)
+        worker.stop()
+        col.close()
 
     # 5. the floor at the same fixed rate, on topics of its own
     solo = settings_for(base, args, f"{args.run}p{r}", f"{args.run}-passrate-{r}", out)
@@ -429,6 +455,9 @@ def one_repeat(
     floor.stop()
     col.close()
     return rep
+
+
+MERGE_OFF = "streamrec, merge off"
 
 
 def log(msg: str) -> None:
@@ -507,11 +536,50 @@ def report(reps: list[Repeat], args: argparse.Namespace) -> None:
             f"RocksDB overhead; in memory {per_user / 1024:,.1f} KB per cached user, "
             f"{cap:,.0f} users in a {args.cache_mb} MB encoder cache"
         )
+    if any(MERGE_OFF in r.drain for r in reps):
+        print("\nevent-time merge of the three topics, backlog drain (same backlog, same run):")
+        print(
+            "\n| worker | drain events/s | events read out of event-time order | encoder rebuilds |"
+        )
+        print("|---|---|---|---|")
+        for app in ("streamrec", MERGE_OFF):
+            c = [r.counters.get(app, {}) for r in reps if app in r.counters]
+            print(
+                f"| {app} | {med([r.drain[app] for r in reps if app in r.drain])} | "
+                f"{med([float(x.get('events_reordered', 0)) for x in c])} | "
+                f"{med([float(x.get('encoder_cache_misses', 0)) for x in c])} |"
+            )
+    summary_table(reps, args, pct, ratio)
     print(
         f"\nsummary: streamrec drained {med([r.drain['streamrec'] for r in reps])} events/s = "
         f"{med(ratio, '{:.2f}')} of the pass-through agent; p99 event -> list "
         f"{med(pct('streamrec', 99), '{:.1f}')} ms at {args.rate:,.0f} events/s"
     )
+
+
+def summary_table(
+    reps: list[Repeat], args: argparse.Namespace, pct: Any, ratio: list[float]
+) -> None:
+    """Fixed row names, one per line, for scripts as well as people."""
+    print(f"\nSUMMARY (median of {len(reps)} repeats; latency at {args.rate:,.0f} events/s)")
+    print(f"{'row':<18} {'floor':>12} {'streamrec':>12}")
+    drain_f = [r.drain["pass-through"] for r in reps]
+    drain_s = [r.drain["streamrec"] for r in reps]
+    rows = [
+        ("drain events/s", statistics.median(drain_f), statistics.median(drain_s)),
+        ("ratio to floor", 1.0, statistics.median(ratio)),
+    ]
+    for q, name in ((50, "p50 ms"), (99, "p99 ms"), (99.9, "p99.9 ms")):
+        f, st = pct("pass-through", q), pct("streamrec", q)
+        rows.append(
+            (
+                name,
+                statistics.median(f) if f else float("nan"),
+                statistics.median(st) if st else float("nan"),
+            )
+        )
+    for name, f, st in rows:
+        print(f"{name:<18} {f:>12,.2f} {st:>12,.2f}")
 
 
 def main() -> int:
@@ -538,6 +606,12 @@ def main() -> int:
         dest="core",
         action="store_false",
         help="skip the encoder and retrieval micro-benchmarks printed after the table",
+    )
+    ap.add_argument(
+        "--no-merge-off",
+        dest="merge_off",
+        action="store_false",
+        help="skip the drain with the event-time merge off",
     )
     ap.add_argument(
         "--profile",

@@ -90,6 +90,7 @@ class FeatureSettings:
 class ModelSettings:
     checkpoint: str
     cache_mb: int
+    cache_dtype: str
     threads: int
 
 
@@ -277,6 +278,7 @@ _NON_NEGATIVE = {
 }
 _CHOICES = {
     "retrieval.method": ("exact", "hnsw", "auto"),
+    "model.cache_dtype": ("float16", "bfloat16", "float32"),
     "recs.source": ("auto", "recent", "covisit", "popularity", "heuristic"),
 }
 

@@ -357,7 +357,10 @@ class Worker:
             "covisit_items": float(len(self.recommender.covisit)),
             "covisit_pairs_added": float(self.recommender.covisit.pairs_added),
             "covisit_items_dropped": float(self.recommender.covisit.items_dropped),
+            "merge_pending": float(len(self.merge)),
+            "users_dirty": float(len(self._dirty)),
         }
+        g.update({f"merge_{k}": float(v) for k, v in dataclasses.asdict(self.merge.stats).items()})
         retrieval = self.recommender.catalog.retriever.stats
         g.update({f"retrieval_{k}": float(v) for k, v in dataclasses.asdict(retrieval).items()})
         if enc is not None:

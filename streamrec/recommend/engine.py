@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from encoders.checkpoint import TrainedModel
-from encoders.incremental import IncrementalEncoder, StepRequest
+from encoders.incremental import CACHE_DTYPES, IncrementalEncoder, StepRequest
 from streamrec.events.schema import Event, Item
 from streamrec.features.covisit import CoVisitation, CoVisitConfig
 from streamrec.features.popularity import DecayedPopularity
@@ -130,7 +130,10 @@ class Recommender:
                 self.settings.features.sequence_max,
                 context,
             )
-        self.encoder = IncrementalEncoder(model.model, self.settings.model.cache_mb * 2**20)
+        m = self.settings.model
+        self.encoder = IncrementalEncoder(
+            model.model, m.cache_mb * 2**20, CACHE_DTYPES[m.cache_dtype]
+        )
         self.encoder.set_item_vectors(self.catalog.index.matrix)
 
     def upsert_items(self, items: Sequence[Item]) -> None:
