@@ -153,9 +153,13 @@ class IncrementalEncoder:
         if self.model.training:
             self.model.eval()  # someone trained it in between; dropout must be off here
 
+        # A user's consecutive new events right after their cached position go through the tower
+        # in one pass (``extend``); everything else in rounds of one event per user.
+        rest = self._extend_runs(requests, out)
         rounds: list[list[int]] = []
         seen: dict[str, int] = {}
-        for i, r in enumerate(requests):
+        for i in rest:
+            r = requests[i]
             k = seen.get(r.user_id, 0)
             seen[r.user_id] = k + 1
             if k == len(rounds):
@@ -179,6 +183,59 @@ class IncrementalEncoder:
             for start in range(0, len(misses), REBUILD_CHUNK):
                 self._rebuild(requests, misses[start : start + REBUILD_CHUNK], out)
         return out
+
+    def _extend_runs(self, requests: Sequence[StepRequest], out: Tensor) -> list[int]:
+        """Serve every user with 2..W requests at consecutive positions starting just past their
+        cached one in one batched ``extend``; returns the indices of the other requests."""
+        by_user: dict[str, list[int]] = {}
+        for i, r in enumerate(requests):
+            by_user.setdefault(r.user_id, []).append(i)
+        W = self.cfg.window
+        runs = [
+            (idx, slot)
+            for user, idx in by_user.items()
+            if 1 < len(idx) <= W and (slot := self._slot_of.get(user)) is not None
+        ]
+        if runs:
+            cached = self._meta[torch.tensor([s for _, s in runs]), 0].tolist()
+            runs = [
+                (idx, slot)
+                for (idx, slot), c in zip(runs, cached, strict=True)
+                if [requests[i].position for i in idx] == list(range(c + 1, c + 1 + len(idx)))
+            ]
+        if not runs:
+            return list(range(len(requests)))
+        self._extend(requests, runs, out)
+        done = {i for idx, _ in runs for i in idx}
+        return [i for i in range(len(requests)) if i not in done]
+
+    def _extend(
+        self, requests: Sequence[StepRequest], runs: list[tuple[list[int], int]], out: Tensor
+    ) -> None:
+        assert self._item_vecs is not None
+        tower = self.model.user_tower
+        B, K = len(runs), max(len(idx) for idx, _ in runs)
+        rows = torch.zeros((B, K), dtype=torch.long)
+        types = torch.zeros((B, K), dtype=torch.long)
+        gaps = torch.full((B, K), -1.0, dtype=torch.float64)
+        for b, (idx, _) in enumerate(runs):
+            off = K - len(idx)
+            rows[b, off:] = torch.tensor([requests[i].rows[-1] for i in idx])
+            types[b, off:] = torch.tensor([requests[i].types[-1] for i in idx])
+            gaps[b, off:] = torch.tensor([requests[i].gaps[-1] for i in idx], dtype=torch.float64)
+        slots = torch.tensor([s for _, s in runs], dtype=torch.long)
+        n_new = torch.tensor([len(idx) for idx, _ in runs], dtype=torch.long)
+        last = torch.tensor([requests[idx[-1]].position for idx, _ in runs], dtype=torch.long)
+        rings = self._rings.index_select(0, slots).to(self.dtype)
+        starts = self._meta.index_select(0, slots)[:, 1]
+        tokens = tower.embed(self._item_vecs[rows], types, gap_bucket(gaps, self.cfg.n_gap_buckets))
+        y = tower.extend(tokens, rings, last, n_new, starts)
+        for b, (idx, _) in enumerate(runs):
+            out[idx] = y[b, K - len(idx) :]
+            self._slot_of.move_to_end(requests[idx[-1]].user_id)
+        self._rings.index_copy_(0, slots, rings.to(self._rings.dtype))
+        self._meta[slots, 0] = last
+        self._stats.hits += int(n_new.sum())
 
     def _check(self, r: StepRequest) -> None:
         n = len(r.rows)

@@ -266,6 +266,50 @@ class CausalSelfAttention(nn.Module):
         y = (att @ v_ring).view(B, C)
         return self.c_proj(y)
 
+    def extend(
+        self,
+        x: Tensor,
+        k_ring: Tensor,
+        v_ring: Tensor,
+        last: Tensor,
+        n_new: Tensor,
+        starts: Tensor,
+    ) -> Tensor:
+        """Several new events per user in one pass (``step`` for a chunk). x [B,K,C] holds each
+        user's n_new [B] (1..W) new events right-aligned (left padding before them); last [B] is
+        the position of each user's newest event. The new events attend to the ring (the W
+        positions before them) and to one another, causally; their keys/values then go into the
+        ring IN PLACE. Padding rows of the output are junk."""
+        B, K, C = x.shape
+        H, hd, W = self.n_heads, self.head_dim, self.window
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        q, k, v = (t.view(B, K, H, hd).transpose(1, 2) for t in (q, k, v))  # [B,H,K,hd]
+        j = torch.arange(K, device=x.device)
+        pos_new = last[:, None] - (K - 1 - j)[None, :]  # [B,K]
+        new_valid = j[None, :] >= (K - n_new)[:, None]
+        old_last = last - n_new
+        pos_ring = old_last[:, None] - window_distances(old_last, W)  # [B,W]
+        ring_valid = pos_ring >= starts[:, None]
+        pos_all = torch.cat([pos_ring, pos_new], dim=1)  # [B,W+K]
+        key_valid = torch.cat([ring_valid, new_valid], dim=1)
+        dist = pos_new[:, :, None] - pos_all[:, None, :]  # [B,K,W+K]
+        allowed = key_valid[:, None, :] & (dist >= 0) & (dist < W)
+        # a padding query attends to itself only, so its row has no -inf-only softmax
+        own = torch.zeros_like(allowed)
+        own[:, j, W + j] = True
+        allowed = allowed | (own & ~new_valid[:, :, None])
+        keys = torch.cat([k_ring, k], dim=2)
+        values = torch.cat([v_ring, v], dim=2)
+        att = (q @ keys.transpose(-2, -1)) * (1.0 / math.sqrt(hd))  # [B,H,K,W+K]
+        att = att + self.rel_bias[:, dist.clamp(0, W - 1)].permute(1, 0, 2, 3)
+        att = att.masked_fill(~allowed[:, None], float("-inf"))
+        y = (F.softmax(att, dim=-1) @ values).transpose(1, 2).reshape(B, K, C)
+        b_idx, j_idx = new_valid.nonzero(as_tuple=True)
+        slots = pos_new[b_idx, j_idx] % W  # distinct per user: n_new <= W
+        k_ring[b_idx, :, slots] = k[b_idx, :, j_idx]
+        v_ring[b_idx, :, slots] = v[b_idx, :, j_idx]
+        return self.c_proj(y)
+
 
 class MLP(nn.Module):
     def __init__(self, cfg: EncoderConfig) -> None:
@@ -295,6 +339,18 @@ class Block(nn.Module):
         self, x: Tensor, k_ring: Tensor, v_ring: Tensor, positions: Tensor, starts: Tensor
     ) -> Tensor:
         x = x + self.attn.step(self.ln_1(x), k_ring, v_ring, positions, starts)
+        return x + self.mlp(self.ln_2(x))
+
+    def extend(
+        self,
+        x: Tensor,
+        k_ring: Tensor,
+        v_ring: Tensor,
+        last: Tensor,
+        n_new: Tensor,
+        starts: Tensor,
+    ) -> Tensor:
+        x = x + self.attn.extend(self.ln_1(x), k_ring, v_ring, last, n_new, starts)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -377,6 +433,18 @@ class UserTower(nn.Module):
         x = tokens
         for layer, block in enumerate(cast(Sequence[Block], self.blocks)):
             x = block.step(x, rings[:, layer, 0], rings[:, layer, 1], positions, starts)
+        return self.ln_f(x)
+
+    def extend(
+        self, tokens: Tensor, rings: Tensor, last: Tensor, n_new: Tensor, starts: Tensor
+    ) -> Tensor:
+        """Advance B users by n_new [B] (1..W) events each in one pass: tokens [B,K,d] from
+        ``embed``, each user's new events right-aligned; last [B] the newest one's position.
+        Returns [B,K,d] (padding rows junk), equal (up to float rounding) to ``step`` applied to
+        the events one by one."""
+        x = tokens
+        for layer, block in enumerate(cast(Sequence[Block], self.blocks)):
+            x = block.extend(x, rings[:, layer, 0], rings[:, layer, 1], last, n_new, starts)
         return self.ln_f(x)
 
 

@@ -164,6 +164,8 @@ class Worker:
         input goes to the DLQ at once)."""
         msg = event.message
         self.metrics.inc("events_in")
+        # read up to here, valid or not (lower again after a seek back: re-reading)
+        self._next_offset[TP(msg.topic, msg.partition)] = msg.offset + 1
         etype = self.topics.type_of[msg.topic]
         parsed = validate_message(Message(etype, msg.key, msg.value), self.limits)
         if isinstance(parsed, Rejection):
@@ -172,8 +174,6 @@ class Worker:
             )
             event.ack()
             return
-        tp = TP(msg.topic, msg.partition)
-        self._next_offset[tp] = msg.offset + 1  # lower again after a seek back: re-reading
         if self.merge.config.lateness_s <= 0:
             await self.apply(event, parsed)
             return

@@ -148,6 +148,42 @@ def test_budget_below_one_user_still_serves() -> None:
     stream(model, enc, item_vecs, n_users=3, seed=5)
 
 
+@pytest.mark.parametrize(("n_layers", "window"), [(1, 8), (2, 8), (3, 5)])
+def test_runs_of_new_events_go_through_in_one_pass_exactly(n_layers: int, window: int) -> None:
+    """Users with 2..W new events past their cached state (different counts in one call, so
+    the chunk is padded) are served by one ``extend`` pass, not one step per event, and every
+    output equals the full forward over the history so far."""
+    model = random_model(small_cfg(n_layers, window), seed=20 + n_layers)
+    item_vecs = torch.randn(N_ROWS, model.cfg.d_model)
+    ctx = model.cfg.context_events
+    enc = IncrementalEncoder(model, budget(model, 10))
+    enc.set_item_vectors(item_vecs)
+    rng = random.Random(n_layers)
+    histories: dict[str, list[Event]] = {f"u{u}": [] for u in range(4)}
+    for user, h in histories.items():  # warm: each user cached after a rebuild
+        for _ in range(rng.randint(1, 3 * window)):
+            h.append(random_event(rng, N_ROWS, first=not h))
+        enc.step([request(user, h, ctx)])
+
+    def no_single_steps(*args: object) -> None:
+        raise AssertionError("a run of new events was stepped one by one")
+
+    model.user_tower.step = no_single_steps  # type: ignore[method-assign,assignment]
+    for call in range(6):
+        reqs, refs = [], []
+        for u, (user, h) in enumerate(histories.items()):
+            for _ in range(2 + (u + call) % (window - 1)):  # 2..W new events
+                h.append(random_event(rng, N_ROWS, first=False))
+                reqs.append(request(user, h, ctx))
+                refs.append(reference(model, h, item_vecs))
+        before = enc.stats
+        out = enc.step(reqs)
+        diff = float((out - torch.stack(refs)).abs().max())
+        assert diff <= TOL, f"extend differs from the full forward by {diff}"
+        after = enc.stats
+        assert after.hits - before.hits == len(reqs) and after.misses == before.misses
+
+
 def test_same_user_several_times_in_one_call() -> None:
     model = random_model(small_cfg(), seed=13)
     item_vecs = torch.randn(N_ROWS, model.cfg.d_model)
