@@ -430,10 +430,12 @@ class Worker:
         class UserView(faust.web.View):
             async def get(self, request: Any, user_id: str) -> Any:
                 # Only users of the partitions this worker owns are found here.
-                raw = worker.users.get(user_id.encode())
-                if raw is None:
+                key = user_id.encode()
+                dirty = worker._dirty.get(key)  # changed in the batch being built
+                raw = worker.users.get(key) if dirty is None else None
+                if dirty is None and raw is None:
                     return self.json({"user_id": user_id, "found": False}, status=404)
-                state = UserState.from_bytes(raw)
+                state = dirty[0] if dirty is not None else UserState.from_bytes(raw)
                 return self.json(
                     {"user_id": user_id, "found": True, **state.summary(worker.feature_limits)}
                 )
