@@ -74,6 +74,7 @@ class ValidationSettings:
 @dataclass(frozen=True)
 class IngestSettings:
     lateness_ms: float
+    behind_wait_ms: float
     max_pending: int
 
 
@@ -270,6 +271,7 @@ _POSITIVE = {
 _NON_NEGATIVE = {
     "validation.max_future_skew_s",
     "ingest.lateness_ms",
+    "ingest.behind_wait_ms",
     "recs.batch_wait_ms",
     "recs.candidates_recent",
     "recs.candidates_covisit",

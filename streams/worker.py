@@ -38,7 +38,7 @@ import torch
 from faust.types import TP
 
 from encoders.checkpoint import CheckpointError, TrainedModel, load_checkpoint
-from streamrec.events.merge import EventTimeMerge, MergeConfig
+from streamrec.events.merge import EventTimeMerge, Lag, MergeConfig
 from streamrec.events.schema import Event, Item
 from streamrec.events.validate import Limits, Rejection
 from streamrec.features.user_state import FeatureLimits, UserState
@@ -98,7 +98,7 @@ class Worker:
         ingest = settings.ingest
         self.merge: EventTimeMerge[tuple[Event, Any]] = EventTimeMerge(
             tuple(settings.topics.event_topics()),
-            MergeConfig(ingest.lateness_ms / 1e3, ingest.max_pending),
+            MergeConfig(ingest.lateness_ms / 1e3, ingest.behind_wait_ms / 1e3, ingest.max_pending),
         )
         self._merge_lock = asyncio.Lock()
         self._topic_of = settings.topics.event_topics()
@@ -184,7 +184,7 @@ class Worker:
         """Apply the events the merge lets go, in its order (one caller at a time, so the order
         holds across the agent and the lateness task)."""
         async with self._merge_lock:
-            for parsed, event in self.merge.release(time.monotonic(), self._caught_up):
+            for parsed, event in self.merge.release(time.monotonic(), self._lag):
                 await self._guarded(self.apply, event, parsed)
 
     async def _release_late(self) -> None:
@@ -197,20 +197,20 @@ class Worker:
             if len(self.merge):
                 await self._release()
 
-    def _caught_up(self, etype: str, partition: int) -> bool:
-        """Whether this worker has read everything the broker had in that topic partition at the
-        consumer's last fetch (then it cannot hold back an older event)."""
+    def _lag(self, etype: str, partition: int) -> Lag:
+        """How far this worker has read that topic partition, against what the broker had at the
+        consumer's last fetch."""
         tp = TP(self._topic_of[etype], partition)
         consumer = self.app.consumer
         try:
             highwater = consumer.highwater(tp)
         except Exception:  # not assigned (any more): nothing to wait for
-            return True
-        if highwater is None:
-            return False  # no fetch answered yet: unknown, so wait (at most the lateness bound)
+            return Lag.CAUGHT_UP
         start = getattr(consumer, "start_offsets", {}).get(tp)
         read = self._next_offset.get(tp, start)
-        return read is not None and read >= highwater
+        if highwater is None or read is None:
+            return Lag.UNKNOWN  # no fetch answered yet
+        return Lag.CAUGHT_UP if read >= highwater else Lag.BEHIND
 
     async def apply(self, event: Any, parsed: Event) -> None:
         """Apply one valid event (``parsed`` from the Faust ``event``) to its user's state and

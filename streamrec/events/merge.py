@@ -6,9 +6,11 @@ ahead of another's (a fetch brings thousands of one topic's records at once), an
 a user read after a later-stamped one costs an exact rebuild of that user's encoder state instead
 of a one-event step. This buffer is the classic k-way merge of three FIFO queues: the head with
 the oldest event time is released once each of the other two topics has either advanced past it
-(a later event seen), or has nothing more to read right now (caught up with its partition's end),
-or once it has waited ``lateness_s`` of wall time. Each topic partition's own order (its offsets)
-is kept.
+(a later event seen) or has nothing more to read right now (caught up with its partition's end).
+Otherwise it waits: at most ``behind_wait_s`` for a topic known to have unread records (they are
+on their way; in a backlog that is the usual case, and the worker's own model batches take tens
+of milliseconds of that wall time), at most ``lateness_s`` for one whose position is not known
+yet. Each topic partition's own order (its offsets) is kept.
 
 Correctness never depends on the buffer: an event that arrives after later-stamped ones were
 released takes the user state's insert-and-rebuild path, which is exact. The buffer only decides
@@ -18,6 +20,7 @@ go out without waiting.
 
 from __future__ import annotations
 
+import enum
 import heapq
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
@@ -25,19 +28,28 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
-CaughtUp = Callable[[str, int], bool]  # (source, partition) -> nothing more to read right now
+
+
+class Lag(enum.Enum):
+    CAUGHT_UP = "caught_up"  # nothing more to read right now: holds nothing back
+    BEHIND = "behind"  # unread records are known to exist: worth waiting for (behind_wait_s)
+    UNKNOWN = "unknown"  # no position known yet (lateness_s)
+
+
+LagOf = Callable[[str, int], Lag]  # (source, partition) -> how far its reading is
 
 
 @dataclass(frozen=True, slots=True)
 class MergeConfig:
     lateness_s: float = 0.03
-    max_pending: int = 10_000
+    behind_wait_s: float = 1.0
+    max_pending: int = 20_000
 
 
 @dataclass
 class MergeStats:
     released_in_order: int = 0  # every other topic had advanced past it or was caught up
-    released_late: int = 0  # waited out the lateness bound
+    released_late: int = 0  # waited out its bound (lateness_s or behind_wait_s)
     released_forced: int = 0  # pushed out by the max_pending bound
 
 
@@ -82,11 +94,11 @@ class EventTimeMerge(Generic[T]):
             q = self._queues[key] = _Queue()
         return q
 
-    def release(self, now: float, caught_up: CaughtUp) -> list[T]:
+    def release(self, now: float, lag: LagOf) -> list[T]:
         """Every item whose turn has come, each partition's in event-time order."""
         out: list[T] = []
         for p in sorted(self.partitions()):
-            self._release_partition(p, now, caught_up, out)
+            self._release_partition(p, now, lag, out)
         while self._pending > self.config.max_pending:
             # over the bound: the oldest head of all partitions goes, whatever the others show
             _, p = min((q.items[0][0], p) for (_, p), q in self._queues.items() if q.items)
@@ -94,23 +106,28 @@ class EventTimeMerge(Generic[T]):
             self.stats.released_forced += 1
         return out
 
-    def _release_partition(self, p: int, now: float, caught_up: CaughtUp, out: list[T]) -> None:
+    def _release_partition(self, p: int, now: float, lag: LagOf, out: list[T]) -> None:
         queues = [self._queue(s, p) for s in self.sources]
-        lateness = self.config.lateness_s
+        cfg = self.config
         while True:
             heads = [(q.items[0][0], i) for i, q in enumerate(queues) if q.items]
             if not heads:
                 return
             ts, i = min(heads)
             arrived = queues[i].items[0][1]
-            # A topic with items queued has a head at or after ``ts`` (``ts`` is the minimum).
-            ready = all(
-                j == i or q.items or q.newest_ts >= ts or caught_up(self.sources[j], p)
-                for j, q in enumerate(queues)
-            )
-            if ready:
+            bound = 0.0  # how long this head may wait for the topics that hold it back
+            for j, q in enumerate(queues):
+                # A topic with items queued has a head at or after ``ts`` (``ts`` is the minimum).
+                if j == i or q.items or q.newest_ts >= ts:
+                    continue
+                state = lag(self.sources[j], p)
+                if state is Lag.BEHIND:
+                    bound = max(bound, cfg.behind_wait_s)
+                elif state is Lag.UNKNOWN:
+                    bound = max(bound, cfg.lateness_s)
+            if bound == 0.0:
                 self.stats.released_in_order += 1
-            elif now - arrived >= lateness:
+            elif now - arrived >= bound:
                 self.stats.released_late += 1
             else:
                 return
@@ -124,7 +141,8 @@ class EventTimeMerge(Generic[T]):
         self._pending -= 1
 
     def next_deadline(self) -> float | None:
-        """The earliest wall time at which a waiting head's lateness runs out (None: empty)."""
+        """The earliest wall time at which a waiting head's shortest bound runs out (None: empty);
+        a head waiting for a topic that is behind may wait longer: check again then."""
         arrived = [q.items[0][1] for q in self._queues.values() if q.items]
         return min(arrived) + self.config.lateness_s if arrived else None
 

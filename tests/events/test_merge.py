@@ -2,17 +2,21 @@ import random
 
 import pytest
 
-from streamrec.events.merge import EventTimeMerge, MergeConfig
+from streamrec.events.merge import EventTimeMerge, Lag, MergeConfig
 
 SOURCES = ("browse", "click", "purchase")
 
 
-def never(source: str, partition: int) -> bool:
-    return False
+def never(source: str, partition: int) -> Lag:
+    return Lag.UNKNOWN
 
 
-def always(source: str, partition: int) -> bool:
-    return True
+def always(source: str, partition: int) -> Lag:
+    return Lag.CAUGHT_UP
+
+
+def caught_up_if(cond: bool) -> Lag:
+    return Lag.CAUGHT_UP if cond else Lag.UNKNOWN
 
 
 def test_head_waits_until_every_other_topic_has_advanced_past_it() -> None:
@@ -35,8 +39,8 @@ def test_a_caught_up_topic_holds_nothing_back() -> None:
     m.push("click", 0, 3.0, "c3", now=0.0)
     m.push("browse", 0, 1.0, "b1", now=0.0)
     # purchase caught up: b1 goes; c3 then waits for browse, which is not
-    assert m.release(0.0, lambda s, p: s == "purchase") == ["b1"]
-    assert m.release(0.0, lambda s, p: s != "click") == ["c3"]
+    assert m.release(0.0, lambda s, p: caught_up_if(s == "purchase")) == ["b1"]
+    assert m.release(0.0, lambda s, p: caught_up_if(s != "click")) == ["c3"]
 
 
 def test_lateness_bound_releases_a_head_whatever_the_others_show() -> None:
@@ -49,12 +53,28 @@ def test_lateness_bound_releases_a_head_whatever_the_others_show() -> None:
     assert m.next_deadline() is None
 
 
+def test_a_topic_known_to_be_behind_is_waited_for_longer() -> None:
+    m: EventTimeMerge[str] = EventTimeMerge(
+        SOURCES, MergeConfig(lateness_s=0.05, behind_wait_s=1.0)
+    )
+    m.push("browse", 0, 5.0, "b5", now=100.0)
+
+    def lag(source: str, partition: int) -> Lag:
+        return Lag.BEHIND if source == "click" else Lag.CAUGHT_UP
+
+    assert m.release(100.5, lag) == []  # click has unread records: they are worth waiting for
+    assert m.release(100.5, never) == ["b5"]  # unknown positions only get the lateness bound
+    m.push("browse", 0, 6.0, "b6", now=100.0)
+    assert m.release(101.0, lag) == ["b6"]
+    assert m.stats.released_late == 2
+
+
 def test_partitions_are_independent() -> None:
     m: EventTimeMerge[str] = EventTimeMerge(SOURCES, MergeConfig(lateness_s=10.0))
     m.push("browse", 0, 5.0, "p0-b5", now=0.0)
     m.push("browse", 1, 1.0, "p1-b1", now=0.0)
     # partition 1's click and purchase are caught up; partition 0's are not
-    assert m.release(0.0, lambda s, p: p == 1) == ["p1-b1"]
+    assert m.release(0.0, lambda s, p: caught_up_if(p == 1)) == ["p1-b1"]
     assert m.partitions() == {0}
 
 
@@ -96,8 +116,8 @@ def test_random_streams_come_out_in_event_time_order() -> None:
             m.push(s, 0, ts, (ts, s, pos[s]), now=0.0)
             pos[s] += 1
 
-        def done(src: str, partition: int) -> bool:
-            return pos[src] == len(streams[src])
+        def done(src: str, partition: int) -> Lag:
+            return Lag.CAUGHT_UP if pos[src] == len(streams[src]) else Lag.BEHIND
 
         out += m.release(0.0, done)
     out += m.drain()
