@@ -200,6 +200,10 @@ class Worker:
     def _lag(self, etype: str, partition: int) -> Lag:
         """How far this worker has read that topic partition, against what the broker had at the
         consumer's last fetch."""
+        if self.app.rebalancing:
+            # Faust waits for every event it handed out to be acked before it revokes: let the
+            # held ones go now rather than after their wait bound.
+            return Lag.CAUGHT_UP
         tp = TP(self._topic_of[etype], partition)
         consumer = self.app.consumer
         try:
