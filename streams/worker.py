@@ -11,11 +11,9 @@
                        ▼
         micro-batcher ─► Recommender (encoder step + top-K) ─► recommendations topic
 
-Offsets are acked only after an event's list and its user's state are handed to the producer,
-and Faust flushes the producer before committing, so a crash replays uncommitted events; the
-per-user event-id set in the same table record makes that replay count nothing twice
-(at-least-once, idempotent effects). A user's state is written to the table once per batch, not
-once per event: the batch's events are acked only after that write.
+Offsets are acked only after an event's list is handed to the producer, and Faust flushes the
+producer before committing, so a crash replays uncommitted events; the per-user event-id set in
+the same table record makes that replay count nothing twice (at-least-once, idempotent effects).
 """
 
 from __future__ import annotations
@@ -59,7 +57,8 @@ MODEL_POLL_S = 10.0
 @contextlib.contextmanager
 def in_event_context(event: Any) -> Iterator[None]:
     """Faust routes a table write (store partition, changelog partition) by the *current* event;
-    writes made for an event outside its stream iteration (at a batch flush) name it here."""
+    writes made for an event outside its stream iteration (released by the merge from the
+    lateness task) name it here."""
     token = faust.streams._current_event.set(weakref.ref(event))
     try:
         yield
@@ -103,8 +102,6 @@ class Worker:
         self._merge_lock = asyncio.Lock()
         self._topic_of = settings.topics.event_topics()
         self._next_offset: dict[TP, int] = {}
-        # users whose state changed since the last batch flush: (state, their newest event)
-        self._dirty: dict[bytes, tuple[UserState, Any]] = {}
         if model is None:
             model = load_model(settings.model.checkpoint)
         self.recommender = Recommender(settings, model)
@@ -220,8 +217,7 @@ class Worker:
         """Apply one valid event (``parsed`` from the Faust ``event``) to its user's state and
         queue its list."""
         key = parsed.user_id.encode()
-        dirty = self._dirty.get(key)
-        state = dirty[0] if dirty is not None else UserState.from_bytes(self.users.get(key))
+        state = UserState.from_bytes(self.users.get(key))
         if not state.apply(parsed, self.feature_limits):
             self.metrics.inc("events_duplicate")
             if state.is_last_applied(parsed):
@@ -231,7 +227,10 @@ class Worker:
             else:
                 event.ack()
             return
-        self._dirty[key] = (state, event)
+        with in_event_context(event):
+            # One write per event: the online evaluation reads each app's processing order from
+            # these changelog records (streamrec/online/run.py: read_applied).
+            self.users[key] = state.to_bytes()
         self.recommender.observe(parsed, state)
         self.metrics.inc("events_accepted")
         job = self.recommender.job(parsed, state)
@@ -255,24 +254,8 @@ class Worker:
             len(self.recommender.covisit),
         )
 
-    def _write_states(self) -> None:
-        """One table write (and changelog record) per user changed since the last flush."""
-        dirty, self._dirty = self._dirty, {}
-        for key, (state, event) in dirty.items():
-            with in_event_context(event):
-                self.users[key] = state.to_bytes()
-
     async def _publish(self, batch: list[tuple[Job, Any]]) -> None:
         jobs = [job for job, _ in batch]
-        try:
-            # before any list, so an event is acked only once its state is with the producer
-            self._write_states()
-        except Exception as exc:
-            # The store or the producer failed, not the input: acking would lose these events'
-            # state, so stop loudly and let them be read again after a restart.
-            log.exception("writing user state failed; stopping the worker")
-            await self.app.crash(exc)
-            return
         try:
             t0 = time.perf_counter()
             try:
@@ -362,7 +345,6 @@ class Worker:
             "covisit_pairs_added": float(self.recommender.covisit.pairs_added),
             "covisit_items_dropped": float(self.recommender.covisit.items_dropped),
             "merge_pending": float(len(self.merge)),
-            "users_dirty": float(len(self._dirty)),
         }
         g.update({f"merge_{k}": float(v) for k, v in dataclasses.asdict(self.merge.stats).items()})
         retrieval = self.recommender.catalog.retriever.stats
@@ -434,12 +416,10 @@ class Worker:
         class UserView(faust.web.View):
             async def get(self, request: Any, user_id: str) -> Any:
                 # Only users of the partitions this worker owns are found here.
-                key = user_id.encode()
-                dirty = worker._dirty.get(key)  # changed in the batch being built
-                raw = worker.users.get(key) if dirty is None else None
-                if dirty is None and raw is None:
+                raw = worker.users.get(user_id.encode())
+                if raw is None:
                     return self.json({"user_id": user_id, "found": False}, status=404)
-                state = dirty[0] if dirty is not None else UserState.from_bytes(raw)
+                state = UserState.from_bytes(raw)
                 return self.json(
                     {"user_id": user_id, "found": True, **state.summary(worker.feature_limits)}
                 )
