@@ -100,6 +100,12 @@ class Worker:
             MergeConfig(ingest.lateness_ms / 1e3, ingest.behind_wait_ms / 1e3, ingest.max_pending),
         )
         self._merge_lock = asyncio.Lock()
+        if ingest.lateness_ms > 0:
+            log.warning(
+                "ingest.lateness_ms=%s: the event-time merge is on; it is known to lose events "
+                "across rebalances (docs/guarantees.md)",
+                ingest.lateness_ms,
+            )
         self._topic_of = settings.topics.event_topics()
         self._next_offset: dict[TP, int] = {}
         if model is None:
