@@ -125,7 +125,8 @@ class Worker:
         app.agent(self.topics.events, name="streamrec.events")(self._process)
         app.task(self.catalog.run)
         app.task(self.batcher.run)
-        app.task(self._release_late)
+        if self.merge.config.lateness_s > 0:
+            app.task(self._release_late)
         app.task(self._seed_popularity)
         app.timer(MODEL_POLL_S)(self._poll_model)
         app.page("/health/")(self._health_view())
@@ -167,8 +168,10 @@ class Worker:
         input goes to the DLQ at once)."""
         msg = event.message
         self.metrics.inc("events_in")
-        # read up to here, valid or not (lower again after a seek back: re-reading)
-        self._next_offset[TP(msg.topic, msg.partition)] = msg.offset + 1
+        merging = self.merge.config.lateness_s > 0
+        if merging:
+            # read up to here, valid or not (lower again after a seek back: re-reading)
+            self._next_offset[TP(msg.topic, msg.partition)] = msg.offset + 1
         etype = self.topics.type_of[msg.topic]
         parsed = validate_message(Message(etype, msg.key, msg.value), self.limits)
         if isinstance(parsed, Rejection):
@@ -177,7 +180,7 @@ class Worker:
             )
             event.ack()
             return
-        if self.merge.config.lateness_s <= 0:
+        if not merging:
             await self.apply(event, parsed)
             return
         self.merge.push(etype, msg.partition, parsed.ts, (parsed, event), time.monotonic())
@@ -192,7 +195,7 @@ class Worker:
 
     async def _release_late(self) -> None:
         """Lets events out whose lateness bound ran out while no new event came in."""
-        idle = max(self.merge.config.lateness_s, 0.005)
+        idle = self.merge.config.lateness_s
         while True:
             deadline = self.merge.next_deadline()
             wait = idle if deadline is None else max(0.001, deadline - time.monotonic())
