@@ -79,6 +79,15 @@ class IngestSettings:
 
 
 @dataclass(frozen=True)
+class ErrorSettings:
+    publish_attempts: int
+    retry_backoff_ms: float
+    budget: int
+    budget_window: int
+    failpoints: str
+
+
+@dataclass(frozen=True)
 class FeatureSettings:
     sequence_max: int
     purchased_max: int
@@ -141,6 +150,7 @@ class Settings:
     app: AppSettings
     validation: ValidationSettings
     ingest: IngestSettings
+    errors: ErrorSettings
     features: FeatureSettings
     model: ModelSettings
     recs: RecsSettings
@@ -246,6 +256,8 @@ _POSITIVE = {
     "validation.max_context_depth",
     "validation.max_id_length",
     "ingest.max_pending",
+    "errors.publish_attempts",
+    "errors.budget_window",
     "features.sequence_max",
     "features.purchased_max",
     "features.window_buckets",
@@ -272,6 +284,8 @@ _NON_NEGATIVE = {
     "validation.max_future_skew_s",
     "ingest.lateness_ms",
     "ingest.behind_wait_ms",
+    "errors.retry_backoff_ms",
+    "errors.budget",
     "recs.batch_wait_ms",
     "recs.candidates_recent",
     "recs.candidates_covisit",

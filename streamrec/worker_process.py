@@ -147,6 +147,19 @@ class WorkerProcess:
             f"{self.log_tail()}"
         )
 
+    def wait_exit(self, timeout_s: float | None = None) -> int:
+        """Wait for the process to end by itself; its exit code."""
+        assert self.proc is not None
+        timeout_s = self.wait_s if timeout_s is None else timeout_s
+        try:
+            code = self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            raise WorkerFailed(
+                f"{self.name} still running after {timeout_s:g} s:\n{self.log_tail()}"
+            ) from None
+        self._close_log()
+        return code
+
     # -- faults and stopping --------------------------------------------------------------------
 
     def send_signal(self, sig: int) -> None:

@@ -43,15 +43,22 @@ from streamrec.features.user_state import FeatureLimits, UserState
 from streamrec.recommend.engine import Job, Recommender
 from streamrec.reference import Message, validate_message
 from streamrec.settings import Settings
+from streams.acks import InOrderAcks
 from streams.app import create_app
 from streams.batcher import MicroBatcher
 from streams.catalog_follower import CatalogFollower
 from streams.dlq import dlq_headers
+from streams.error_budget import ErrorBudget
+from streams.failpoints import FailPoints
 from streams.metrics import Metrics
 from streams.topics import USERS_TABLE, declare
 
 log = logging.getLogger(__name__)
 MODEL_POLL_S = 10.0
+
+
+class WorkerFault(RuntimeError):
+    """A fault of the worker itself (not of its input): it stops, unhealthy, with exit code 1."""
 
 
 @contextlib.contextmanager
@@ -94,18 +101,20 @@ class Worker:
         )
         self.feature_limits = FeatureLimits.from_settings(settings.features)
         self.metrics = Metrics()
+        errors = settings.errors
+        self.acks = InOrderAcks()
+        self.budget = ErrorBudget(errors.budget, errors.budget_window)
+        self.failpoints = FailPoints(errors.failpoints)
+        if self.failpoints:
+            log.warning("fail points armed (fault injection): %s", errors.failpoints)
+        self.fault: str | None = None  # set once the worker is stopping on a fault of its own
+        self._crash: asyncio.Task[None] | None = None
         ingest = settings.ingest
         self.merge: EventTimeMerge[tuple[Event, Any]] = EventTimeMerge(
             tuple(settings.topics.event_topics()),
             MergeConfig(ingest.lateness_ms / 1e3, ingest.behind_wait_ms / 1e3, ingest.max_pending),
         )
         self._merge_lock = asyncio.Lock()
-        if ingest.lateness_ms > 0:
-            log.warning(
-                "ingest.lateness_ms=%s: the event-time merge is on; it is known to lose events "
-                "across rebalances (docs/guarantees.md)",
-                ingest.lateness_ms,
-            )
         self._topic_of = settings.topics.event_topics()
         self._next_offset: dict[TP, int] = {}
         if model is None:
@@ -144,13 +153,32 @@ class Worker:
         try:
             await step(event, *args)
         except Exception as exc:
-            # An unacked event would pin its partition's committed offset forever: park it in
-            # the DLQ with the reason instead, and go on.
+            if not self.budget.error():
+                await self._fail(
+                    f"{self.budget.in_window()} errors applying events within the last "
+                    f"{self.budget.window} events (budget {self.budget.budget}); last: {exc!r}"
+                )
+                return  # unacked: read again after the restart
+            # Within the budget: an unacked event would pin its partition's committed offset
+            # forever, so park it in the DLQ with the reason instead, and go on.
             log.exception("failed to process an event; dead-lettering it")
+            self.metrics.inc("internal_errors")
             msg = event.message
             why = Rejection("internal_error", f"worker failed on this event: {exc!r}")
             await self._dead_letter(msg.topic, msg.partition, msg.offset, msg.key, msg.value, why)
-            event.ack()
+            self.acks.ack(event)
+
+    async def _fail(self, reason: str) -> None:
+        """Stop on a fault of the worker's own: unhealthy at once, loud, and exit code 1 (Faust's
+        crash path). Nothing more is acked, so a restart reads every event whose effects are not
+        done from the committed offsets."""
+        if self.fault is not None:
+            return
+        self.fault = reason
+        self.metrics.inc("worker_faults")
+        log.critical("worker fault, stopping: %s", reason)
+        # From a task of its own: the crash stops (cancels) the agent or batcher calling this.
+        self._crash = asyncio.ensure_future(self.app.crash(WorkerFault(reason)))
 
     async def _await_item_graph(self) -> None:
         """Past retrieval.ann_min_items the first lists wait for the item graph (seconds at 100k
@@ -166,7 +194,11 @@ class Worker:
     async def handle(self, event: Any) -> None:
         """Validate one event read from a type topic and hand it to the event-time merge (bad
         input goes to the DLQ at once)."""
+        if self.fault is not None:
+            return  # stopping: left unacked, read again after the restart
         msg = event.message
+        self.acks.read(event)  # from here on every way out acks through self.acks
+        self.budget.event()
         self.metrics.inc("events_in")
         merging = self.merge.config.lateness_s > 0
         if merging:
@@ -178,7 +210,7 @@ class Worker:
             await self._dead_letter(
                 msg.topic, msg.partition, msg.offset, msg.key, msg.value, parsed
             )
-            event.ack()
+            self.acks.ack(event)
             return
         if not merging:
             await self.apply(event, parsed)
@@ -198,7 +230,9 @@ class Worker:
         idle = self.merge.config.lateness_s
         while True:
             deadline = self.merge.next_deadline()
-            wait = idle if deadline is None else max(0.001, deadline - time.monotonic())
+            # Never longer than the lateness bound: a rebalance waits for every held event to be
+            # acked, and lets them all go (_lag) without their behind_wait_s.
+            wait = idle if deadline is None else max(0.001, min(idle, deadline - time.monotonic()))
             await asyncio.sleep(wait)
             if len(self.merge):
                 await self._release()
@@ -226,7 +260,12 @@ class Worker:
         """Apply one valid event (``parsed`` from the Faust ``event``) to its user's state and
         queue its list."""
         key = parsed.user_id.encode()
-        state = UserState.from_bytes(self.users.get(key))
+        with in_event_context(event):
+            self.failpoints.hit("state.read")
+            # The read too: Faust looks a key up in the store partition of the *current* event,
+            # and an event the merge releases is not the one the agent has just read (often
+            # another partition): read outside its context, a user's record came back empty.
+            state = UserState.from_bytes(self.users.get(key))
         if not state.apply(parsed, self.feature_limits):
             self.metrics.inc("events_duplicate")
             if state.is_last_applied(parsed):
@@ -234,7 +273,7 @@ class Worker:
                 # been published, so publish it again (the output topic keeps the latest anyway).
                 await self.batcher.submit((self.recommender.job(parsed, state), event))
             else:
-                event.ack()
+                self.acks.ack(event)
             return
         with in_event_context(event):
             # One write per event: the online evaluation reads each app's processing order from
@@ -264,32 +303,64 @@ class Worker:
         )
 
     async def _publish(self, batch: list[tuple[Job, Any]]) -> None:
+        """Rank a batch and hand its lists to the producer; only then are its events acked (Faust
+        flushes the producer before it commits). A failure is retried; a batch that keeps
+        failing stops the worker with the events unacked."""
         jobs = [job for job, _ in batch]
-        try:
-            t0 = time.perf_counter()
+        attempts = self.settings.errors.publish_attempts
+        for attempt in range(1, attempts + 1):
+            if self.fault is not None:
+                return
             try:
-                # On the event loop: a model thread was tried, and lost. Torch releases the GIL
-                # around every op, and each re-acquisition waited out the loop thread's switch
-                # interval, so batches took several times longer (demo p50 75 ms vs 28 ms).
-                lists = self.recommender.recommend(jobs)
-            except Exception:
-                # The events' state is already durable; serve this batch from the heuristic lists
-                # rather than stall the partition or kill the worker.
-                log.exception(
-                    "model failed on a batch of %d; serving the heuristic lists", len(jobs)
+                await self._rank_and_send(jobs)
+                break
+            except Exception as exc:
+                self.metrics.inc("publish_failures")
+                if attempt == attempts:
+                    log.exception("publishing a batch of %d lists failed", len(jobs))
+                    await self._fail(
+                        f"could not publish a batch of {len(jobs)} lists in {attempts} "
+                        f"attempts; last error: {exc!r}"
+                    )
+                    return
+                wait_s = self.settings.errors.retry_backoff_ms / 1e3 * 2 ** (attempt - 1)
+                log.warning(
+                    "publishing a batch of %d lists failed (attempt %d of %d), retrying in "
+                    "%.2f s: %r",
+                    len(jobs),
+                    attempt,
+                    attempts,
+                    wait_s,
+                    exc,
                 )
-                self.metrics.inc("batch_failures")
-                lists = self.recommender.recommend(jobs, fallback=True)
-            self.metrics.batch(len(batch), time.perf_counter() - t0)
-            for rec in lists:
-                await self.topics.recommendations.send(
-                    key=rec["user_id"].encode(), value=orjson.dumps(rec)
-                )
-                self.metrics.latency(rec["event_ts"], rec["emitted_at"])
-            self.metrics.inc("lists_out", len(lists))
-        finally:
-            for _, event in batch:
-                event.ack()
+                # Lists of this batch already sent go out again: consumers keep the latest.
+                await asyncio.sleep(wait_s)
+        for _, event in batch:
+            self.acks.ack(event)
+
+    async def _rank_and_send(self, jobs: list[Job]) -> None:
+        t0 = time.perf_counter()
+        try:
+            self.failpoints.hit("rank")
+            # On the event loop: a model thread was tried, and lost. Torch releases the GIL
+            # around every op, and each re-acquisition waited out the loop thread's switch
+            # interval, so batches took several times longer (demo p50 75 ms vs 28 ms).
+            lists = self.recommender.recommend(jobs)
+        except Exception:
+            # The events' state is already durable; serve this batch from the heuristic lists
+            # rather than stall the partition.
+            log.exception("model failed on a batch of %d; serving the heuristic lists", len(jobs))
+            self.metrics.inc("batch_failures")
+            self.failpoints.hit("rank.fallback")
+            lists = self.recommender.recommend(jobs, fallback=True)
+        self.metrics.batch(len(jobs), time.perf_counter() - t0)
+        for rec in lists:
+            self.failpoints.hit("publish.send")
+            await self.topics.recommendations.send(
+                key=rec["user_id"].encode(), value=orjson.dumps(rec)
+            )
+            self.metrics.latency(rec["event_ts"], rec["emitted_at"])
+        self.metrics.inc("lists_out", len(lists))
 
     async def _dead_letter(
         self,
@@ -354,6 +425,7 @@ class Worker:
             "covisit_pairs_added": float(self.recommender.covisit.pairs_added),
             "covisit_items_dropped": float(self.recommender.covisit.items_dropped),
             "merge_pending": float(len(self.merge)),
+            "acks_pending": float(len(self.acks)),
         }
         g.update({f"merge_{k}": float(v) for k, v in dataclasses.asdict(self.merge.stats).items()})
         retrieval = self.recommender.catalog.retriever.stats
@@ -371,7 +443,7 @@ class Worker:
         recovery = app.tables.recovery  # type: ignore[attr-defined]  # concrete TableManager
         recovered = recovery.completed.is_set() and not app.in_recovery
         serving = self.catalog.ready.is_set() and self._item_graph_ready()
-        return serving and recovered and not app.rebalancing
+        return serving and recovered and not app.rebalancing and self.fault is None
 
     def _health_view(self) -> Any:
         worker = self
@@ -381,7 +453,8 @@ class Worker:
                 ready = worker.ready()
                 return self.json(
                     {
-                        "status": "ok" if ready else "starting",
+                        "status": "ok" if ready else "fault" if worker.fault else "starting",
+                        "fault": worker.fault,
                         "model_version": worker.recommender.model_version,
                         "catalog_items": len(worker.recommender.catalog.index),
                         "popularity_items": len(worker.recommender.popularity),

@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 
 from streamrec.faults.harness import (
+    WAIT_S,
     Background,
     Comparison,
     Expected,
@@ -38,6 +39,7 @@ from streamrec.faults.harness import (
     worker_settings,
 )
 from streamrec.features.user_state import FeatureLimits
+from streamrec.kafka.read import read_records
 from streamrec.settings import Settings
 from streamrec.worker_process import WorkerFailed, WorkerProcess
 from streams.topics import create_topics
@@ -405,6 +407,110 @@ def lost_local_state(
         produce(s, tail + redeliver, progress)
         wait_drained(s, ws, progress=progress)
         result.recovery_s["caught up after state loss"] = time.monotonic() - w2.started_at
+        result.comparison = _check(s, exp, [w2], sample, result)
+    return result
+
+
+def failing_lists(
+    bootstrap: str,
+    workdir: Path,
+    n_events: int = 2000,
+    n_users: int = 200,
+    *,
+    partitions: int = 2,
+    sample: int = 100,
+    progress: bool = False,
+    log: Log = _quiet,
+) -> Result:
+    """The lists fail to go out (fail points, streams/failpoints.py). First for a while: the
+    model fails on every batch, and the heuristic lists and the send each fail a few times; the
+    worker must retry and publish every list. Then for good: every send fails; the worker must
+    stop with exit code 1 without acking, and a restarted worker must publish the lists of every
+    event it had not acked. Nothing is lost, and every user ends with the list of the event
+    applied last."""
+    s = make_settings(bootstrap, _name("lf"), workdir / "w1", partitions=partitions)
+    create_topics(s)
+    events = make_log(n_events, n_users, seed=6)
+    exp = expected_of(events, s)
+    half = len(events) // 2
+    result = Result("lists fail to publish", len(events), _distinct(events))
+    with Workers(workdir) as ws:
+        flaky = s.replace(
+            errors={
+                "failpoints": "rank=always,rank.fallback=3,publish.send=3",
+                "publish_attempts": 8,
+                "retry_backoff_ms": 20.0,
+            }
+        )
+        w = ws.start(flaky, "worker-flaky")
+        w.wait_healthy()
+        produce(s, events[:half], progress)
+        wait_drained(s, ws, progress=progress, desc="drain (flaky lists)")
+        failures = w.counters().get("publish_failures", 0)
+        result.notes.append(f"flaky phase: {failures} failed publish attempts, all retried")
+        if failures < 6:  # 3 failed fallbacks + 3 failed sends
+            result.failed_steps.append(f"expected >= 6 failed publish attempts, saw {failures}")
+        w.stop()
+        broken = s.replace(errors={"failpoints": "publish.send=always", "publish_attempts": 3})
+        w2 = ws.start(broken, "worker-broken")
+        w2.wait_healthy()
+        produce(s, events[half:], progress)
+        code = w2.wait_exit()
+        result.notes.append(f"broken phase: the worker exited with {code}")
+        if code != 1:
+            result.failed_steps.append(f"a worker that cannot publish exited with {code}, not 1")
+        log("the worker stopped on its fault; restarting it without fail points")
+        w3 = ws.start(s, "worker-restarted")
+        result.recovery_s["ready after the fault"] = w3.wait_healthy()
+        wait_drained(s, ws, progress=progress)
+        result.recovery_s["caught up after the fault"] = time.monotonic() - w3.started_at
+        result.comparison = _check(s, exp, [w3], sample, result)
+    return result
+
+
+def internal_errors_past_budget(
+    bootstrap: str,
+    workdir: Path,
+    n_events: int = 1000,
+    n_users: int = 100,
+    *,
+    budget: int = 5,
+    partitions: int = 2,
+    sample: int = 100,
+    progress: bool = False,
+    log: Log = _quiet,
+) -> Result:
+    """Reading user state fails on every event (a broken store). The first ``budget`` events go
+    to the DLQ as internal errors; the next stops the worker (exit code 1) instead of
+    dead-lettering the stream. Restarted healthy, it applies every other event."""
+    s = make_settings(bootstrap, _name("eb"), workdir / "w1", partitions=partitions)
+    create_topics(s)
+    events = make_log(n_events, n_users, seed=8, dup_frac=0.0)
+    result = Result("errors past the budget", len(events), _distinct(events))
+    with Workers(workdir) as ws:
+        broken = s.replace(
+            errors={"failpoints": "state.read=always", "budget": budget, "budget_window": 1000}
+        )
+        w = ws.start(broken, "worker-broken")
+        w.wait_healthy()
+        produce(s, events, progress)
+        code = w.wait_exit()
+        result.notes.append(f"the broken worker exited with {code}")
+        if code != 1:
+            result.failed_steps.append(f"a worker past its error budget exited with {code}, not 1")
+        dlq = read_records(s.kafka_client_config(), s.topics.dlq, WAIT_S)
+        reasons = {dict(r.headers).get("dlq.error", b"").decode() for r in dlq}
+        result.notes.append(f"dead-lettered: {len(dlq)} ({', '.join(sorted(reasons))})")
+        if len(dlq) != budget or reasons != {"internal_error"}:
+            result.failed_steps.append(
+                f"expected {budget} internal_error dead letters, got {len(dlq)} {reasons}"
+            )
+        parked = {orjson.loads(r.value)["event_id"] for r in dlq if r.value}
+        exp = expected_of([e for e in events if e["event_id"] not in parked], s)
+        log("restarting the worker with a working store")
+        w2 = ws.start(s, "worker-restarted")
+        result.recovery_s["ready after the fault"] = w2.wait_healthy()
+        wait_drained(s, ws, progress=progress)
         result.comparison = _check(s, exp, [w2], sample, result)
     return result
 

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from kafka import KafkaConsumer
+from kafka.consumer.fetcher import ConsumerRecord
 
 from streamrec.kafka.groups import topic_partitions
 
@@ -20,6 +21,13 @@ def read_to_end(
     """Every (key, value) of ``topic`` up to its current end, partition by partition in offset
     order (a key's records are all in one partition, so their order is the order written).
     Raises TimeoutError past ``timeout_s`` (None: no limit)."""
+    return [(r.key, r.value) for r in read_records(client_config, topic, timeout_s)]
+
+
+def read_records(
+    client_config: Mapping[str, Any], topic: str, timeout_s: float | None = None
+) -> list[ConsumerRecord]:
+    """As :func:`read_to_end`, whole records (headers, offsets, timestamps)."""
     consumer = KafkaConsumer(
         **client_config,
         group_id=None,
@@ -33,13 +41,13 @@ def read_to_end(
         end = consumer.end_offsets(tps)
         consumer.assign(tps)
         consumer.seek_to_beginning(*tps)
-        out: list[Record] = []
+        out: list[ConsumerRecord] = []
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while any(consumer.position(tp) < end[tp] for tp in tps):
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"could not read {topic} to its end within {timeout_s:g} s")
             for records in consumer.poll(timeout_ms=500, max_records=50_000).values():
-                out.extend((r.key, r.value) for r in records)
+                out.extend(records)
         return out
     finally:
         consumer.close()

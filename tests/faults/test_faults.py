@@ -79,6 +79,22 @@ def test_deleted_local_state_is_rebuilt_from_the_changelog(
     _assert_clean(result, request, t0)
 
 
+def test_lists_that_fail_to_publish_are_retried_or_the_worker_stops_unacked(
+    kafka_bootstrap: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    t0 = time.monotonic()
+    result = scenarios.failing_lists(kafka_bootstrap, tmp_path, n_events=2000, n_users=200)
+    _assert_clean(result, request, t0)
+
+
+def test_errors_of_the_worker_past_its_budget_stop_it_instead_of_dead_lettering(
+    kafka_bootstrap: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    t0 = time.monotonic()
+    result = scenarios.internal_errors_past_budget(kafka_bootstrap, tmp_path, budget=5)
+    _assert_clean(result, request, t0)
+
+
 # --- the comparison itself must be able to fail (no broker needed) ---------------------------
 
 LOG = make_log(400, 20, seed=9, now=1.7e9)  # fixed, in the past: all valid, same every run
