@@ -18,21 +18,6 @@ def _settings(args: argparse.Namespace) -> Settings:
     return load_settings(args.config)
 
 
-def cmd_kafka(args: argparse.Namespace) -> int:
-    from streamrec.kafka import broker
-
-    if args.action == "start":
-        print(broker.start(port=args.port, controller_port=args.controller_port))
-    elif args.action == "stop":
-        broker.stop()
-        print("stopped")
-    else:
-        running, text = broker.status()
-        print(text)
-        return 0 if running else 3
-    return 0
-
-
 def cmd_topics(args: argparse.Namespace) -> int:
     from streams.topics import create_topics
 
@@ -229,11 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true")
     sub = p.add_subparsers(dest="command", required=True)
 
-    k = sub.add_parser("kafka", help="the local development broker")
-    k.add_argument("action", choices=["start", "stop", "status"])
-    k.add_argument("--port", type=int, default=None, help="client port (default 19092)")
-    k.add_argument("--controller-port", type=int, default=None)
-    k.set_defaults(func=cmd_kafka)
+    # parsed by streamrec.kafka.broker (see main); listed here for --help
+    sub.add_parser("kafka", help="the local development broker: start|stop|status")
 
     t = sub.add_parser("topics", help="create streamrec's topics")
     t.add_argument("action", choices=["create"])
@@ -368,6 +350,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["kafka"]:
+        # The broker's own parser (streamrec.kafka.broker), its -h included.
+        from streamrec.kafka import broker
+
+        return broker.main(argv[1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,

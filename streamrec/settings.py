@@ -4,15 +4,16 @@ environment variables (STREAMREC_<SECTION>_<KEY>). Defaults live only in config/
 from __future__ import annotations
 
 import dataclasses
+import importlib.resources
 import math
 import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "config" / "default.toml"
+# Inside the installed package (a wheel too), not beside the source tree.
+DEFAULT_CONFIG = importlib.resources.files("config").joinpath("default.toml")
 ENV_PREFIX = "STREAMREC_"
 
 
@@ -57,6 +58,7 @@ class AppSettings:
     web_enabled: bool
     web_host: str
     web_port: int
+    web_token: str
     log_level: str
     commit_interval_s: float
     session_timeout_s: float
@@ -94,6 +96,7 @@ class FeatureSettings:
     windows_s: tuple[int, ...]
     window_buckets: int
     popularity_half_life_s: float
+    popularity_max_items: int
 
 
 @dataclass(frozen=True)
@@ -136,6 +139,7 @@ class RetrievalSettings:
     hnsw_ef_construction: int
     hnsw_ef_search: int
     target_recall: float
+    max_unlisted_items: int
 
 
 @dataclass(frozen=True)
@@ -262,6 +266,8 @@ _POSITIVE = {
     "features.purchased_max",
     "features.window_buckets",
     "features.popularity_half_life_s",
+    "features.popularity_max_items",
+    "retrieval.max_unlisted_items",
     "features.windows_s",
     "model.cache_mb",
     "model.threads",
@@ -328,7 +334,7 @@ def load_settings(
 ) -> Settings:
     """Build the settings: defaults, then ``config_file`` (or $STREAMREC_CONFIG), then env vars."""
     env = os.environ if env is None else env
-    with open(DEFAULT_CONFIG, "rb") as f:
+    with DEFAULT_CONFIG.open("rb") as f:
         raw: dict[str, dict[str, Any]] = tomllib.load(f)
     extra = config_file or env.get(f"{ENV_PREFIX}CONFIG")
     if extra:

@@ -53,12 +53,16 @@ class WorkerProcess:
         name: str = "worker",
         nice: int = 0,
         wait_s: float = 120.0,
+        python: str | Path = sys.executable,
+        cwd: Path | None = None,
     ) -> None:
         self.settings = settings
         self.log_path = log_path
         self.name = name
         self.nice = nice
         self.wait_s = wait_s
+        self.python = str(python)  # another environment's interpreter (an installed wheel)
+        self.cwd = cwd
         self.proc: subprocess.Popen[bytes] | None = None
         self.started_at = 0.0
         self._log: IO[bytes] | None = None
@@ -69,8 +73,9 @@ class WorkerProcess:
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         prefix = ["nice", "-n", str(self.nice)] if self.nice else []
         self.proc = subprocess.Popen(
-            [*prefix, sys.executable, "-m", "streamrec", "worker"],
+            [*prefix, self.python, "-m", "streamrec", "worker"],
             env=env,
+            cwd=self.cwd,
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -90,11 +95,16 @@ class WorkerProcess:
 
     # -- its HTTP endpoints ---------------------------------------------------------------------
 
-    def get(self, path: str, timeout_s: float = 5.0) -> tuple[int, Any]:
+    def get(
+        self, path: str, timeout_s: float = 5.0, headers: dict[str, str] | None = None
+    ) -> tuple[int, Any]:
         """(HTTP status, JSON body or None); status 0 when nothing answers."""
-        url = f"http://{self.settings.app.web_host}:{self.settings.app.web_port}{path}"
+        host = self.settings.app.web_host
+        host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # bound to every address
+        url = f"http://{host}:{self.settings.app.web_port}{path}"
+        request = urllib.request.Request(url, headers=headers or {})
         try:
-            with urllib.request.urlopen(url, timeout=timeout_s) as r:
+            with urllib.request.urlopen(request, timeout=timeout_s) as r:
                 return r.status, orjson.loads(r.read())
         except urllib.error.HTTPError as e:
             body = e.read()

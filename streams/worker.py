@@ -52,6 +52,7 @@ from streams.error_budget import ErrorBudget
 from streams.failpoints import FailPoints
 from streams.metrics import Metrics
 from streams.topics import USERS_TABLE, declare
+from streams.web_auth import user_data_refusal
 
 log = logging.getLogger(__name__)
 MODEL_POLL_S = 10.0
@@ -138,6 +139,7 @@ class Worker:
             app.task(self._release_late)
         app.task(self._seed_popularity)
         app.timer(MODEL_POLL_S)(self._poll_model)
+        app.page("/live/")(self._live_view())
         app.page("/health/")(self._health_view())
         app.page("/metrics/")(self._metrics_view())
         app.page("/users/{user_id}/")(self._user_view())
@@ -421,6 +423,9 @@ class Worker:
             "catalog_ready": float(self.catalog.ready.is_set()),
             "batcher_pending": float(len(self.batcher)),
             "popularity_items": float(len(self.recommender.popularity)),
+            "popularity_dropped": float(self.recommender.popularity.dropped),
+            "catalog_unlisted_rows": float(len(self.recommender.catalog.unlisted)),
+            "unlisted_rows_reused": float(self.recommender.catalog.unlisted_reused),
             "covisit_items": float(len(self.recommender.covisit)),
             "covisit_pairs_added": float(self.recommender.covisit.pairs_added),
             "covisit_items_dropped": float(self.recommender.covisit.items_dropped),
@@ -444,6 +449,21 @@ class Worker:
         recovered = recovery.completed.is_set() and not app.in_recovery
         serving = self.catalog.ready.is_set() and self._item_graph_ready()
         return serving and recovered and not app.rebalancing and self.fault is None
+
+    def _live_view(self) -> Any:
+        worker = self
+
+        class Live(faust.web.View):
+            """Liveness: the event loop answers. Recovery, a rebalance or a graph build make the
+            worker unready (/health/), never dead; only a fault of its own does."""
+
+            async def get(self, request: Any) -> Any:
+                alive = worker.fault is None
+                return self.json(
+                    {"alive": alive, "fault": worker.fault}, status=200 if alive else 500
+                )
+
+        return Live
 
     def _health_view(self) -> Any:
         worker = self
@@ -497,6 +517,12 @@ class Worker:
 
         class UserView(faust.web.View):
             async def get(self, request: Any, user_id: str) -> Any:
+                app = worker.settings.app
+                refused = user_data_refusal(
+                    app.web_host, app.web_token, request.headers.get("Authorization")
+                )
+                if refused is not None:
+                    return self.json({"error": refused}, status=401 if app.web_token else 403)
                 # Only users of the partitions this worker owns are found here.
                 raw = worker.users.get(user_id.encode())
                 if raw is None:

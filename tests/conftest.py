@@ -13,17 +13,21 @@ import contextlib
 import os
 import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from uuid import uuid4
 
 import pytest
 
 from streamrec.kafka import broker
 
+BROKER_RUN_DIR = pytest.StashKey[Path]()
+
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Every test that uses ``kafka_bootstrap`` carries the ``broker`` marker."""
     for item in items:
-        if "kafka_bootstrap" in getattr(item, "fixturenames", ()) and not item.get_closest_marker(
+        names = getattr(item, "fixturenames", ())
+        if ("kafka_bootstrap" in names or "kafka_run_dir" in names) and not item.get_closest_marker(
             "broker"
         ):
             item.add_marker(pytest.mark.broker)
@@ -65,10 +69,20 @@ def kafka_bootstrap(
         with contextlib.suppress(broker.BrokerError):
             broker.stop(run_dir)  # start() already stops a broker that never got ready
         raise
+    request.config.stash[BROKER_RUN_DIR] = run_dir
     try:
         yield bootstrap
     finally:
         broker.stop(run_dir)  # the run dir (and its log) stays, like every pytest tmp dir
+
+
+@pytest.fixture
+def kafka_run_dir(kafka_bootstrap: str, request: pytest.FixtureRequest) -> Path:
+    """Run directory of the session's broker (started here, not STREAMREC_TEST_BOOTSTRAP's)."""
+    run_dir = request.config.stash.get(BROKER_RUN_DIR, None)
+    if run_dir is None:
+        pytest.skip("the broker was started elsewhere (STREAMREC_TEST_BOOTSTRAP): no run dir here")
+    return run_dir
 
 
 @pytest.fixture

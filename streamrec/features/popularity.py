@@ -22,9 +22,11 @@ TYPE_WEIGHT = {
 
 
 class DecayedPopularity:
-    def __init__(self, half_life_s: float, t0: float = 1.6e9) -> None:
+    def __init__(self, half_life_s: float, t0: float = 1.6e9, max_items: int = 200_000) -> None:
         self.half_life_s = half_life_s
         self.t0 = t0
+        self.max_items = max(1, max_items)
+        self.dropped = 0  # items let go by the max_items bound
         self._log_score: dict[str, float] = {}
         self._top: list[tuple[str, float]] | None = None
         self._stale = 0  # updates since _top was computed
@@ -41,6 +43,17 @@ class DecayedPopularity:
             hi, lo = (old, x) if old >= x else (x, old)
             self._log_score[item_id] = hi + math.log2(1.0 + 2.0 ** (lo - hi))
         self._stale += 1
+        if len(self._log_score) > self.max_items:
+            self._shrink()
+
+    def _shrink(self) -> None:
+        """Keep the most popular 90% of max_items (forward decay: the lowest scores are the least
+        and longest ago seen). Amortised: a tenth of the bound is added between two shrinks."""
+        keep = max(1, self.max_items * 9 // 10)
+        kept = heapq.nlargest(keep, self._log_score.items(), key=lambda kv: kv[1])
+        self.dropped += len(self._log_score) - len(kept)
+        self._log_score = dict(kept)
+        self._top = None
 
     def top(
         self,

@@ -66,6 +66,12 @@ def _script_env(
 
 
 def _run_script(command: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    if not broker_script().is_file():
+        raise BrokerError(
+            f"the local development broker needs a source checkout of streamrec: "
+            f"{broker_script()} is not there (an installed package runs against your own Kafka: "
+            "set kafka.bootstrap_servers)"
+        )
     return subprocess.run(
         ["bash", str(broker_script()), command],
         env=env,
@@ -182,7 +188,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "start":
-            print(start(args.port, args.controller_port, args.run_dir, args.wait_s))
+            running, line = status(args.run_dir)
+            if running:
+                # Not an error: say where it is (the address last, as after a start).
+                print(f"already {line}; 'streamrec kafka stop' stops it", file=sys.stderr)
+                print(line.split()[-1])
+            else:
+                print(start(args.port, args.controller_port, args.run_dir, args.wait_s))
         elif args.command == "stop":
             stop(args.run_dir)
             print("stopped")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterable
 
 import torch
@@ -27,6 +28,9 @@ class Catalog:
         self.index = ItemIndex(d)
         self.retrieval = retrieval or RetrievalConfig()
         self.retriever = Retriever(self.index, self.retrieval)
+        # Rows of items seen in events but not in the catalog, least recently seen first.
+        self.unlisted: OrderedDict[str, int] = OrderedDict()
+        self.unlisted_reused = 0
 
     def upsert_many(self, items: Iterable[Item]) -> bool:
         """Insert or update items; True when an existing row's vector changed."""
@@ -35,6 +39,7 @@ class Catalog:
             return False
         for it in batch:
             self.items[it.item_id] = it
+            self.unlisted.pop(it.item_id, None)  # a catalog row now
         vectors = self._vectors([it.item_id for it in batch], [it.to_dict() for it in batch])
         changed = False
         for i, it in enumerate(batch):
@@ -49,11 +54,22 @@ class Catalog:
         self.index.set_available(item_id, False)
 
     def row_for_history(self, item_id: str) -> int:
-        """The item's row; an item not (yet) in the catalog gets a feature-less, unlisted row."""
+        """The item's row; an item not (yet) in the catalog gets a feature-less, unlisted row.
+        Past ``max_unlisted_items`` such rows, the least recently seen one is given to it."""
         row = self.index.row_of.get(item_id)
-        if row is None:
-            vectors = self._vectors([item_id], [{}])
-            row = self.index.upsert(item_id, None if vectors is None else vectors[0], False)
+        if row is not None:
+            if item_id in self.unlisted:
+                self.unlisted.move_to_end(item_id)
+            return row
+        vectors = self._vectors([item_id], [{}])
+        vector = None if vectors is None else vectors[0]
+        if len(self.unlisted) >= max(1, self.retrieval.max_unlisted_items):
+            _, row = self.unlisted.popitem(last=False)
+            self.index.reassign(row, item_id, vector)
+            self.unlisted_reused += 1
+        else:
+            row = self.index.upsert(item_id, vector, False)
+        self.unlisted[item_id] = row
         return row
 
     def set_model(self, model: TrainedModel | None) -> None:

@@ -82,6 +82,7 @@ def retrieval_config(settings: Settings) -> RetrievalConfig:
         ann_min_items=r.ann_min_items,
         rebuild_fraction=r.rebuild_fraction,
         k=settings.recs.k,
+        max_unlisted_items=r.max_unlisted_items,
         hnsw=HnswParams(
             m=r.hnsw_m,
             ef_construction=r.hnsw_ef_construction,
@@ -98,7 +99,10 @@ class Recommender:
         self.k = settings.recs.k
         self.source = settings.recs.source
         self.candidates = candidate_config(settings)
-        self.popularity = DecayedPopularity(settings.features.popularity_half_life_s)
+        self.popularity = DecayedPopularity(
+            settings.features.popularity_half_life_s,
+            max_items=settings.features.popularity_max_items,
+        )
         self.covisit = CoVisitation(covisit_config(settings))
         self.catalog = Catalog(model, retrieval=retrieval_config(settings))
         self.model: TrainedModel | None = None

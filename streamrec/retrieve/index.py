@@ -1,7 +1,9 @@
 """Exact top-K by inner product over the item matrix, with per-user exclusions.
 
-Rows are never reused: a deleted or unavailable item keeps its row with a -inf bias, so row numbers
-held elsewhere (the encoder's cached histories) stay valid. Score buffers are preallocated and
+A deleted or unavailable item keeps its row with a -inf bias. Only unlisted rows (items seen in
+events, absent from the catalog) are ever given to another item (``reassign``, by the catalog's
+bound on them): rows are looked up afresh for each event the encoder steps, and its cached states
+hold the vectors they were computed from, not rows. Score buffers are preallocated and
 grown geometrically; allocating a fresh [B, N] buffer per call costs more than the matmul at large N.
 """
 
@@ -86,6 +88,17 @@ class ItemIndex:
         if available and (moved or not was_available):
             self.changed.add(row)
         return row
+
+    def reassign(self, row: int, item_id: str, vector: torch.Tensor | None) -> None:
+        """Give an unavailable row to another item (which must not have one)."""
+        if self._listed[row]:
+            raise ValueError(f"row {row} is listed; only unlisted rows are reassigned")
+        if item_id in self.row_of:
+            raise ValueError(f"{item_id!r} already has row {self.row_of[item_id]}")
+        del self.row_of[self.ids[row]]
+        self.ids[row] = item_id
+        self.row_of[item_id] = row
+        self._matrix[row] = 0.0 if vector is None else vector
 
     def set_vectors(self, rows: torch.Tensor, vectors: torch.Tensor) -> None:
         self._matrix[rows] = vectors

@@ -45,6 +45,7 @@ class RetrievalConfig:
     ann_min_items: int = 20000
     rebuild_fraction: float = 0.05
     k: int = 20  # list length the graph's recall is calibrated for
+    max_unlisted_items: int = 100_000  # rows for items seen in events, absent from the catalog
     hnsw: HnswParams = field(default_factory=HnswParams)
 
 

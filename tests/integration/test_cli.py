@@ -82,3 +82,18 @@ def test_topics_replay_worker_and_recs(kafka_bootstrap, unique_name, tmp_path):
         assert missing.returncode == 1 and "no list" in missing.stderr
     finally:
         worker.stop()
+
+
+def test_kafka_start_on_a_running_broker_says_where_it_runs_and_succeeds(
+    kafka_bootstrap, kafka_run_dir
+):
+    out = subprocess.run(
+        [sys.executable, "-m", "streamrec", "kafka", "start", "--run-dir", str(kafka_run_dir)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == kafka_bootstrap
+    assert "already running" in out.stderr and "Traceback" not in out.stderr

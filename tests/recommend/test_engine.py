@@ -314,3 +314,66 @@ def test_item_side_state_rebuilt_from_the_stored_sequences_equals_the_live_one()
     got_pop, want_pop = restarted.popularity.top(4), live.popularity.top(4)
     assert [i for i, _ in got_pop] == [i for i, _ in want_pop]
     assert [s for _, s in got_pop] == pytest.approx([s for _, s in want_pop])
+
+
+def test_unlisted_rows_are_bounded_and_reused_rows_serve_the_same_lists(trained):
+    """Items absent from the catalog (random ids from a producer) take unlisted rows; past
+    retrieval.max_unlisted_items the least recently seen one is given to the next. Lists are the
+    ones an unbounded worker serves, and no unknown item is ever listed."""
+    model, items = trained
+    catalog = [Item(i, v["category"], v["price"], v["title"]) for i, v in items.items()]
+    bounded = Recommender(settings().replace(retrieval={"max_unlisted_items": 8}), model)
+    unbounded = Recommender(settings(), model)
+    for rec in (bounded, unbounded):
+        rec.upsert_items(catalog)
+    events = []
+    for n in range(240):  # every other event on an item the catalog does not know
+        item = f"i{(7 * n) % 30}" if n % 2 else f"unknown-{n}"
+        events.append(Event(f"e{n}", f"u{n % 6}", item, "browse", 1.7e9 + 10 * n))
+    states: dict[str, dict[str, UserState]] = {"b": {}, "u": {}}
+    for start in range(0, len(events), 12):
+        chunk = events[start : start + 12]
+        got, want = [], []
+        for rec, key, out in ((bounded, "b", got), (unbounded, "u", want)):
+            jobs = []
+            for e in chunk:
+                st = states[key].setdefault(e.user_id, UserState())
+                if st.apply(e, LIMITS):
+                    rec.observe(e, st)
+                    jobs.append(rec.job(e, st))
+            out.extend(rec.recommend(jobs))
+        for g, w in zip(got, want, strict=True):
+            assert_same_list(g, w)
+            assert not any(x["item_id"].startswith("unknown") for x in g["items"])
+    assert len(bounded.catalog.index) <= len(catalog) + 8
+    assert len(bounded.catalog.unlisted) == 8
+    assert bounded.catalog.unlisted_reused == 120 - 8
+    assert len(unbounded.catalog.index) == len(catalog) + 120
+
+
+def test_a_million_distinct_unknown_items_do_not_grow_the_worker():
+    """A producer sending random item ids: the item-keyed state (unlisted rows, popularity,
+    co-visitation) stays within its settings, and the process's memory stays flat."""
+    psutil = pytest.importorskip("psutil")
+    s = settings().replace(
+        retrieval={"max_unlisted_items": 5000},
+        features={"popularity_max_items": 5000},
+        covisit={"max_items": 5000},
+    )
+    rec = Recommender(s, None)
+    states = [UserState() for _ in range(100)]
+    proc = psutil.Process()
+    rss = {}
+    for n in range(1_000_000):
+        st = states[n % 100]
+        e = Event(f"e{n}", f"u{n % 100}", f"rand-{n}", "click", 1.7e9 + n * 0.001)
+        if st.apply(e, LIMITS):
+            rec.observe(e, st)
+            rec.catalog.row_for_history(e.item_id)  # what the encoder asks for each event
+        if n + 1 in (200_000, 1_000_000):
+            rss[n + 1] = proc.memory_info().rss
+    assert len(rec.catalog.index) <= 5000
+    assert len(rec.popularity) <= 5000
+    assert len(rec.covisit) <= 5000
+    grown_mb = (rss[1_000_000] - rss[200_000]) / 2**20
+    assert grown_mb < 32, f"RSS grew {grown_mb:.0f} MB from 200k to 1M distinct items"
