@@ -40,6 +40,7 @@ from streamrec.events.merge import EventTimeMerge, Lag, MergeConfig
 from streamrec.events.schema import Event, Item
 from streamrec.events.validate import Limits, Rejection
 from streamrec.features.user_state import FeatureLimits, UserState
+from streamrec.recommend.catalog import embed
 from streamrec.recommend.engine import Job, Recommender
 from streamrec.reference import Message, validate_message
 from streamrec.settings import Settings
@@ -294,9 +295,14 @@ class Worker:
         while not self.ready():
             await asyncio.sleep(0.2)
         users = 0
-        for _, raw in self.users.items():
-            self.recommender.seed(UserState.from_bytes(raw))
-            users += 1
+        try:
+            for _, raw in self.users.items():
+                self.recommender.seed(UserState.from_bytes(raw))
+                users += 1
+                if users % 500 == 0:
+                    await asyncio.sleep(0)  # a few ms at a time: the loop keeps serving meanwhile
+        except RuntimeError as exc:  # a rebalance changed the store's partitions under the scan
+            log.warning("seeding stopped after %d users: %s", users, exc)
         log.info(
             "popularity and co-visitation seeded from %d users' recent events: %d and %d items",
             users,
@@ -398,7 +404,10 @@ class Worker:
         if mtime == self._model_mtime:
             return
         try:
-            model = load_model(self.settings.model.checkpoint)
+            # Off the event loop (reading, hashing and checking a checkpoint takes seconds for a
+            # large one), and so is embedding the catalog under it below: only the swap, between
+            # two batches, runs on the loop.
+            model = await asyncio.to_thread(load_model, self.settings.model.checkpoint)
         except CheckpointError as exc:
             # Not marked as seen: a checkpoint still being copied in is retried on the next poll.
             self.metrics.inc("model_load_failures")
@@ -408,10 +417,19 @@ class Worker:
             return
         self._model_mtime = mtime
         if model is not None and model.model_version != self.recommender.model_version:
+            catalog = self.recommender.catalog
+            snapshot = catalog.snapshot()
+            try:
+                vectors = await asyncio.to_thread(embed, model, snapshot)
+            except Exception:
+                catalog.drop_snapshot()
+                self.metrics.inc("model_load_failures")
+                log.exception("could not embed the catalog under model %s", model.model_version)
+                return
             log.info(
                 "serving model %s (was %s)", model.model_version, self.recommender.model_version
             )
-            self.recommender.set_model(model)
+            self.recommender.set_model(model, prepared=(snapshot, vectors))
             self.metrics.inc("model_loads")
 
     # -- web ------------------------------------------------------------------------------------

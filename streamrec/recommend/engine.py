@@ -29,7 +29,7 @@ from streamrec.recommend.candidates import (
     heuristic_scores,
     source_scores,
 )
-from streamrec.recommend.catalog import Catalog
+from streamrec.recommend.catalog import Catalog, CatalogSnapshot
 from streamrec.retrieve.hnsw import HnswParams
 from streamrec.retrieve.retriever import RetrievalConfig
 from streamrec.settings import Settings
@@ -119,10 +119,19 @@ class Recommender:
     def serves_model(self) -> bool:
         return self.encoder is not None and self.source == "auto"
 
-    def set_model(self, model: TrainedModel | None) -> None:
-        """Serve a new model from the next batch on (caches are dropped: they belong to the old one)."""
+    def set_model(
+        self,
+        model: TrainedModel | None,
+        prepared: tuple[CatalogSnapshot, torch.Tensor | None] | None = None,
+    ) -> None:
+        """Serve a new model from the next batch on (caches are dropped: they belong to the old
+        one). ``prepared``: the catalog's vectors under it, embedded from a snapshot off the
+        event loop (``Catalog.snapshot``, ``catalog.embed``); rows changed since are redone here."""
         self.model = model
-        self.catalog.set_model(model)
+        if prepared is None:
+            self.catalog.set_model(model)
+        else:
+            self.catalog.install_model(model, *prepared)
         if model is None:
             self.encoder = None
             return

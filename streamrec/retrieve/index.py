@@ -3,8 +3,9 @@
 A deleted or unavailable item keeps its row with a -inf bias. Only unlisted rows (items seen in
 events, absent from the catalog) are ever given to another item (``reassign``, by the catalog's
 bound on them): rows are looked up afresh for each event the encoder steps, and its cached states
-hold the vectors they were computed from, not rows. Score buffers are preallocated and
-grown geometrically; allocating a fresh [B, N] buffer per call costs more than the matmul at large N.
+hold the vectors they were computed from, not rows. The score buffer is preallocated and
+grown geometrically up to its bound (allocating a fresh [B, N] buffer per call costs more than the
+matmul at large N); past the bound the catalog is scanned in slices.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import numpy as np
 import torch
 
 NEG_INF = float("-inf")
+# Floats in the exact scan's score buffer at most (64 MB).
+SCORE_BUFFER = 16 * 2**20
 
 
 class ItemIndex:
@@ -129,20 +132,42 @@ class ItemIndex:
         k: int,
         exclude_rows: Sequence[Sequence[int]] = (),
     ) -> list[list[tuple[int, float]]]:
-        """Exact top-``k`` available rows per user, skipping each user's ``exclude_rows``."""
+        """Exact top-``k`` available rows per user, skipping each user's ``exclude_rows``. The
+        score buffer holds at most ``SCORE_BUFFER`` floats: past that the catalog is scanned in
+        slices of rows, each slice's top-``k`` kept, and those merged (a 1M-item catalog scored
+        for a batch of 256 at once would take 1 GB)."""
         n = len(self.ids)
         b = user_vectors.shape[0]
         if n == 0 or b == 0:
             return [[] for _ in range(b)]
-        if self._scores.numel() < b * n:
-            self._scores = torch.empty(max(b * n, self._scores.numel() * 2))
-        scores = self._scores[: b * n].view(b, n)
-        torch.addmm(self._bias[:n], user_vectors, self._matrix[:n].t(), out=scores)
-        for i, rows in enumerate(exclude_rows):
-            if rows:
-                scores[i, torch.as_tensor(rows, dtype=torch.long)] = NEG_INF
-        kk = min(k, n)
-        values, indices = torch.topk(scores, kk, dim=1)
+        width = max(1, min(n, SCORE_BUFFER // b))
+        if self._scores.numel() < b * width:
+            self._scores = torch.empty(max(b * width, min(SCORE_BUFFER, self._scores.numel() * 2)))
+        excluded = [
+            torch.as_tensor(rows, dtype=torch.long) if rows else None for rows in exclude_rows
+        ]
+        parts_v: list[torch.Tensor] = []
+        parts_i: list[torch.Tensor] = []
+        for start in range(0, n, width):
+            stop = min(n, start + width)
+            scores = self._scores[: b * (stop - start)].view(b, stop - start)
+            torch.addmm(
+                self._bias[start:stop], user_vectors, self._matrix[start:stop].t(), out=scores
+            )
+            for i, rows in enumerate(excluded):
+                if rows is not None:
+                    inside = rows[(rows >= start) & (rows < stop)]
+                    if inside.numel():
+                        scores[i, inside - start] = NEG_INF
+            values, indices = torch.topk(scores, min(k, stop - start), dim=1)
+            parts_v.append(values)
+            parts_i.append(indices + start)
+        if len(parts_v) == 1:
+            values, indices = parts_v[0], parts_i[0]
+        else:
+            merged_v, merged_i = torch.cat(parts_v, dim=1), torch.cat(parts_i, dim=1)
+            values, pick = torch.topk(merged_v, min(k, merged_v.shape[1]), dim=1)
+            indices = torch.gather(merged_i, 1, pick)
         out: list[list[tuple[int, float]]] = []
         for vals, idx in zip(values.tolist(), indices.tolist(), strict=True):
             out.append([(r, v) for r, v in zip(idx, vals, strict=True) if v != NEG_INF])

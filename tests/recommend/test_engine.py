@@ -377,3 +377,32 @@ def test_a_million_distinct_unknown_items_do_not_grow_the_worker():
     assert len(rec.covisit) <= 5000
     grown_mb = (rss[1_000_000] - rss[200_000]) / 2**20
     assert grown_mb < 32, f"RSS grew {grown_mb:.0f} MB from 200k to 1M distinct items"
+
+
+def test_a_model_swap_prepared_from_a_snapshot_redoes_the_rows_changed_meanwhile(trained):
+    from streamrec.recommend.catalog import embed
+
+    model, items = trained
+    catalog = [Item(i, v["category"], v["price"], v["title"]) for i, v in items.items()]
+    rec = Recommender(settings().replace(retrieval={"max_unlisted_items": 2}), None)
+    rec.upsert_items(catalog)
+    for name in ("u1", "u2"):
+        rec.catalog.row_for_history(name)
+    snapshot = rec.catalog.snapshot()
+    vectors = embed(model, snapshot)  # (off the loop, in the worker)
+    # meanwhile: an item changes, one is added, an unlisted row goes to another item
+    rec.upsert_items([Item("i3", "c", 99.0, "changed"), Item("new", "a", 1.0, "n")])
+    rec.catalog.row_for_history("u3")
+    rec.set_model(model, prepared=(snapshot, vectors))
+
+    want = Recommender(settings().replace(retrieval={"max_unlisted_items": 2}), None)
+    want.upsert_items([*catalog, Item("i3", "c", 99.0, "changed"), Item("new", "a", 1.0, "n")])
+    for name in ("u1", "u2", "u3"):
+        want.catalog.row_for_history(name)
+    want.set_model(model)
+    got_index, want_index = rec.catalog.index, want.catalog.index
+    assert sorted(got_index.ids) == sorted(want_index.ids)
+    for item_id in want_index.ids:
+        a = got_index.matrix[got_index.row_of[item_id]]
+        b = want_index.matrix[want_index.row_of[item_id]]
+        assert torch.allclose(a, b, atol=1e-6), item_id

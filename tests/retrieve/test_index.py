@@ -1,5 +1,7 @@
+import pytest
 import torch
 
+from streamrec.retrieve import index as index_module
 from streamrec.retrieve.index import ItemIndex
 
 
@@ -47,3 +49,24 @@ def test_fewer_candidates_than_k():
     index.upsert("a", torch.tensor([1.0, 0.0]), True)
     index.upsert("b", torch.tensor([1.0, 0.0]), False)
     assert len(index.topk(torch.ones(1, 2), 10)[0]) == 1
+
+
+@pytest.mark.parametrize("buffer", [5 * 3000, 5 * 997, 5 * 20, 5 * 7, 1])
+def test_a_catalog_scanned_in_slices_gives_the_same_lists(monkeypatch, buffer):
+    g = torch.Generator().manual_seed(1)
+    n, d = 3000, 16
+    index = ItemIndex(d)
+    vecs = torch.randn(n, d, generator=g)
+    unavailable = set(range(3, n, 11))
+    for i in range(n):
+        index.upsert(f"i{i}", vecs[i], available=i not in unavailable)
+    users = torch.randn(5, d, generator=g)
+    exclude = [[1, 2, 3], [], [10, 2990, 2999], list(range(0, n, 2)), [5]]
+    whole = index.topk(users, 20, exclude)
+    monkeypatch.setattr(index_module, "SCORE_BUFFER", buffer)
+    sliced = ItemIndex(d)
+    for i in range(n):
+        sliced.upsert(f"i{i}", vecs[i], available=i not in unavailable)
+    got = sliced.topk(users, 20, exclude)
+    assert [[r for r, _ in row] for row in got] == [[r for r, _ in row] for row in whole]
+    assert sliced._scores.numel() <= max(buffer, 5)  # the buffer never outgrew its bound
