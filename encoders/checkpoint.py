@@ -27,6 +27,7 @@ from torch import Tensor
 from encoders.item_features import ItemFeatures, ItemFeaturizer
 from encoders.model import EncoderConfig, StreamRecModel
 from encoders.ranker import Ranker, RankerConfig
+from streamrec.atomic import write_atomic
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
@@ -117,7 +118,7 @@ def save_checkpoint(directory: str | os.PathLike[str], trained: TrainedModel) ->
             tensors[_RANKER_PREFIX + name] = t.detach().contiguous()
     blob = save_safetensors(tensors, metadata={"model_version": trained.model_version})
     weights, meta = out / WEIGHTS_FILE, out / META_FILE
-    _write_atomic(weights, blob)
+    write_atomic(weights, blob)
     metadata = {
         "format_version": FORMAT_VERSION,
         "model_version": trained.model_version,
@@ -131,17 +132,8 @@ def save_checkpoint(directory: str | os.PathLike[str], trained: TrainedModel) ->
     }
     if trained.ranker is not None:
         metadata["ranker"] = trained.ranker.cfg.to_dict()
-    _write_atomic(meta, json.dumps(metadata, indent=1).encode("utf-8"))
+    write_atomic(meta, json.dumps(metadata, indent=1).encode("utf-8"))
     return out
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def load_checkpoint(directory: str | os.PathLike[str]) -> TrainedModel:

@@ -11,7 +11,6 @@ import gzip
 import io
 import math
 import os
-import tempfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from streamrec.atomic import replacing
 from streamrec.events.schema import EVENT_TYPES
 
 PathLike = str | os.PathLike[str]
@@ -140,36 +140,27 @@ def _write_objects(
     check: Callable[[int, Mapping[str, Any]], None],
 ) -> int:
     target = Path(path)
-    # Write next to the target and rename, so a crash never leaves a half file under its name.
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     count = 0
-    try:
-        with os.fdopen(fd, "wb") as raw:
-            out: io.BufferedIOBase = raw
-            if _is_gzip(target):
-                # mtime=0 and a fixed name make the bytes depend on the content only.
-                out = gzip.GzipFile(
-                    filename=target.name, mode="wb", fileobj=raw, compresslevel=_GZIP_LEVEL, mtime=0
-                )
-            with out:
-                buf: list[bytes] = []
-                for count, record in enumerate(records, 1):
-                    check(count, record)
-                    obj = record if isinstance(record, dict) else dict(record)
-                    try:
-                        buf.append(orjson.dumps(obj, option=_DUMP_OPTIONS))
-                    except orjson.JSONEncodeError as e:
-                        raise ValueError(f"record #{count}: not JSON-serializable ({e})") from e
-                    if len(buf) >= _WRITE_CHUNK:
-                        out.write(b"".join(buf))
-                        buf.clear()
-                out.write(b"".join(buf))
-        # mkstemp creates 0600; a data file should be as readable as any other output.
-        os.chmod(tmp_name, 0o644)
-        os.replace(tmp_name, target)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    with replacing(target) as tmp, open(tmp, "wb") as raw:
+        out: io.BufferedIOBase = raw
+        if _is_gzip(target):
+            # mtime=0 and a fixed name make the bytes depend on the content only.
+            out = gzip.GzipFile(
+                filename=target.name, mode="wb", fileobj=raw, compresslevel=_GZIP_LEVEL, mtime=0
+            )
+        with out:
+            buf: list[bytes] = []
+            for count, record in enumerate(records, 1):
+                check(count, record)
+                obj = record if isinstance(record, dict) else dict(record)
+                try:
+                    buf.append(orjson.dumps(obj, option=_DUMP_OPTIONS))
+                except orjson.JSONEncodeError as e:
+                    raise ValueError(f"record #{count}: not JSON-serializable ({e})") from e
+                if len(buf) >= _WRITE_CHUNK:
+                    out.write(b"".join(buf))
+                    buf.clear()
+            out.write(b"".join(buf))
     return count
 
 

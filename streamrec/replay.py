@@ -15,7 +15,6 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-import tempfile
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
@@ -27,6 +26,7 @@ from typing import Any, Protocol
 import orjson
 from tqdm import tqdm
 
+from streamrec.atomic import write_atomic
 from streamrec.events.schema import EVENT_TYPES
 
 log = logging.getLogger(__name__)
@@ -161,14 +161,7 @@ def save_state(path: str | os.PathLike[str], state: ReplayState) -> None:
             "last_event_id": state.last_event_id,
         }
     )
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(target, data)
 
 
 def skip_delivered(

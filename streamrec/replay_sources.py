@@ -18,13 +18,12 @@ import csv
 import gzip
 import itertools
 import os
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from streamrec.atomic import replacing
 from streamrec.datasets.base import Interaction
 from streamrec.datasets.formats import iter_parquet, open_text
 from streamrec.datasets.registry import DATASETS, HAS_TIMES, READERS, resolve
@@ -197,7 +196,7 @@ def write_table(path: str | os.PathLike[str], events: Iterable[Mapping[str, Any]
     target = Path(path)
     fmt = _guess_format(target)
     rows = [[e[c] for c in EVENT_FIELDS] for e in events]
-    with _replacing(target) as tmp:
+    with replacing(target) as tmp:
         if fmt == "csv":
             with _open_text_write(tmp, gz=target.name.endswith(".gz")) as f:
                 w = csv.writer(f, lineterminator="\n")
@@ -227,16 +226,3 @@ def _open_text_write(path: Path, gz: bool) -> IO[str]:
     if gz:
         return gzip.open(path, "wt", encoding="utf-8", newline="")
     return open(path, "w", encoding="utf-8", newline="")
-
-
-@contextmanager
-def _replacing(target: Path) -> Iterator[Path]:
-    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        yield tmp
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
