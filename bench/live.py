@@ -523,8 +523,9 @@ def report(reps: list[Repeat], args: argparse.Namespace) -> None:
         "retrieval_graph_build_s",
         "retrieval_ef_search",
         "retrieval_recall_estimate",
-        'batch_ms{quantile="0.5"}',
-        'batch_size{quantile="0.5"}',
+        "batch_seconds_sum",
+        "batch_seconds_count",
+        "batch_size_sum",
     ):
         if k in g:
             print(f"  {k}: {g[k]:,.1f}")

@@ -51,6 +51,7 @@ from streams.catalog_follower import CatalogFollower
 from streams.dlq import dlq_headers
 from streams.error_budget import ErrorBudget
 from streams.failpoints import FailPoints
+from streams.metrics import CONTENT_TYPE as PROMETHEUS_CONTENT_TYPE
 from streams.metrics import Metrics
 from streams.topics import USERS_TABLE, declare
 from streams.web_auth import user_data_refusal
@@ -203,10 +204,9 @@ class Worker:
         self.acks.read(event)  # from here on every way out acks through self.acks
         self.budget.event()
         self.metrics.inc("events_in")
+        # read up to here, valid or not (lower again after a seek back: re-reading)
+        self._next_offset[TP(msg.topic, msg.partition)] = msg.offset + 1
         merging = self.merge.config.lateness_s > 0
-        if merging:
-            # read up to here, valid or not (lower again after a seek back: re-reading)
-            self._next_offset[TP(msg.topic, msg.partition)] = msg.offset + 1
         etype = self.topics.type_of[msg.topic]
         parsed = validate_message(Message(etype, msg.key, msg.value), self.limits)
         if isinstance(parsed, Rejection):
@@ -284,6 +284,7 @@ class Worker:
             self.users[key] = state.to_bytes()
         self.recommender.observe(parsed, state)
         self.metrics.inc("events_accepted")
+        self.metrics.applied(parsed.ts)
         job = self.recommender.job(parsed, state)
         if job.reordered:
             self.metrics.inc("events_reordered")  # read after a later-stamped event: a rebuild
@@ -504,6 +505,25 @@ class Worker:
 
         return Health
 
+    def consumer_lag(self) -> list[tuple[str, int, int]]:
+        """(topic, partition, records not read yet) for each event-topic partition owned, as far
+        as the consumer's last fetch knows the partition's end."""
+        topics = set(self.settings.topics.event_topics().values())
+        consumer = self.app.consumer
+        starts = getattr(consumer, "start_offsets", {})
+        out = []
+        for tp in sorted(self.app.assignor.assigned_actives()):
+            if tp.topic not in topics:
+                continue
+            try:
+                highwater = consumer.highwater(tp)
+            except Exception:  # not assigned any more
+                continue
+            read = self._next_offset.get(tp, starts.get(tp))
+            if highwater is not None and read is not None:
+                out.append((tp.topic, tp.partition, max(0, highwater - read)))
+        return out
+
     def event_partitions(self) -> list[int]:
         """The event-topic partitions this worker owns (the same numbers on all three topics:
         they are co-partitioned), so the users whose state it holds."""
@@ -557,6 +577,7 @@ class Worker:
 
         class MetricsView(faust.web.View):
             async def get(self, request: Any) -> Any:
-                return self.text(worker.metrics.prometheus(worker.gauges()))
+                body = worker.metrics.prometheus(worker.gauges(), worker.consumer_lag())
+                return self.bytes(body, content_type=PROMETHEUS_CONTENT_TYPE)
 
         return MetricsView

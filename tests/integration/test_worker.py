@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import time
+import urllib.request
 from collections import Counter
 
 import orjson
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from streamrec.features.user_state import UserState
 from streams.topics import create_topics
@@ -78,6 +80,24 @@ def test_category_shopper_gets_a_list_of_that_category_without_purchases(
         assert share >= 0.6, (cat, [category_of.get(i) for i in ids], trained_world.report)
         unavailable = {it["item_id"] for it in world.items if not it["available"]}
         assert not unavailable & set(ids)
+        # /metrics/: Prometheus text with types; live latency as a histogram that aggregates
+        url = f"http://{s.app.web_host}:{s.app.web_port}/metrics/"
+        with urllib.request.urlopen(url, timeout=5) as r:
+            assert r.headers["Content-Type"].startswith("text/plain")
+            families = {f.name: f for f in text_string_to_metric_families(r.read().decode())}
+        assert families["streamrec_event_to_list_seconds"].type == "histogram"
+        count = [
+            x
+            for x in families["streamrec_event_to_list_seconds"].samples
+            if x.name.endswith("_count")
+        ]
+        # these events are minutes old: backlog, counted apart, not reported as list latency
+        assert count and count[0].value == 0
+        assert families["streamrec_lists_for_backlog_events"].samples[0].value >= 1
+        assert families["streamrec_events_in"].type == "counter"
+        lag = families["streamrec_consumer_lag_records"].samples
+        assert {x.labels["topic"] for x in lag} == set(s.topics.event_topics().values())
+        assert families["streamrec_processing_lag_seconds"].samples[0].value >= 0
     finally:
         worker.stop()
 
