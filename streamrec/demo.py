@@ -9,13 +9,9 @@ measures event -> list latency. Ends with a summary.
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +27,7 @@ from streamrec.kafka import broker
 from streamrec.replay import replay
 from streamrec.settings import Settings
 from streamrec.train import train_from_files
-from streamrec.worker_process import stop_process
+from streamrec.worker_process import WorkerProcess
 from streams.topics import create_topics
 
 BAD_EVENTS: list[tuple[str, bytes | None, bytes]] = [
@@ -92,28 +88,10 @@ class ListCollector(threading.Thread):
         self.join(timeout=10)
 
 
-def _health(port: int) -> dict[str, Any] | None:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health/", timeout=2) as r:
-            return dict(orjson.loads(r.read()))
-    except Exception:
-        return None
-
-
-def _wait_processed(port: int, target: int, timeout_s: float, proc: subprocess.Popen[bytes]) -> int:
-    deadline = time.monotonic() + timeout_s
-    seen = 0
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"worker exited with {proc.returncode}")
-        h = _health(port)
-        if h:
-            c = h["metrics"]["counters"]
-            seen = int(c.get("events_in", 0))
-            if seen >= target and c.get("lists_out", 0) > 0:
-                return seen
-        time.sleep(0.5)
-    return seen
+def _wait_processed(worker: WorkerProcess, target: int) -> int:
+    """Wait until the worker has read ``target`` events and published a list; how many it read."""
+    worker.wait_counter("lists_out", 1)
+    return worker.wait_counter("events_in", target)
 
 
 def run_demo(settings: Settings, cfg: DemoConfig) -> int:
@@ -142,7 +120,7 @@ def run_demo(settings: Settings, cfg: DemoConfig) -> int:
         },
         model={"checkpoint": str(work / "model")},
     )
-    proc: subprocess.Popen[bytes] | None = None
+    worker: WorkerProcess | None = None
     collector: ListCollector | None = None
     try:
         print(f"== generating {cfg.users} users, {cfg.items} items, {cfg.days:g} days of events")
@@ -168,15 +146,7 @@ def run_demo(settings: Settings, cfg: DemoConfig) -> int:
             print(f"   {outcome:8} {topic}")
 
         print("== starting a worker (streamrec worker)")
-        log_path = work / "worker.log"
-        env = {**os.environ, **s.to_env()}
-        with open(log_path, "wb") as log_file:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "streamrec", "worker"],
-                env=env,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-            )
+        worker = WorkerProcess(s, work / "worker.log", wait_s=600).start()
         collector = ListCollector(s)
         collector.start()
 
@@ -190,12 +160,8 @@ def run_demo(settings: Settings, cfg: DemoConfig) -> int:
             items_topic=s.topics.items,
             total=len(history),
         )
-        deadline = time.monotonic() + 120
-        while _health(s.app.web_port) is None and time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"worker exited with {proc.returncode}; see {log_path}")
-            time.sleep(0.5)
-        processed = _wait_processed(s.app.web_port, len(history), 600, proc)
+        worker.wait_healthy()
+        processed = _wait_processed(worker, len(history))
         print(f"   worker caught up: {processed} events processed")
 
         print(
@@ -215,12 +181,10 @@ def run_demo(settings: Settings, cfg: DemoConfig) -> int:
             retime=True,
             total=len(live),
         )
-        processed = _wait_processed(
-            s.app.web_port, len(history) + len(live) + len(BAD_EVENTS), 300, proc
-        )
+        processed = _wait_processed(worker, len(history) + len(live) + len(BAD_EVENTS))
         time.sleep(1.0)
         collector.stop()
-        health = _health(s.app.web_port) or {}
+        health = worker.health()[1] or {}
 
         live_lists = [(t, r) for t, r in collector.lists if r["event_ts"] >= live_start - 1]
         lat = np.array([(t - r["event_ts"]) * 1e3 for t, r in live_lists])
@@ -265,7 +229,7 @@ def run_demo(settings: Settings, cfg: DemoConfig) -> int:
         if collector is not None and collector.is_alive():
             with contextlib.suppress(Exception):
                 collector.stop()
-        if proc is not None:
-            stop_process(proc)
+        if worker is not None:
+            worker.stop()
         if started_broker and not cfg.keep_broker:
             broker.stop()

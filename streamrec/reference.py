@@ -16,22 +16,14 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 from encoders.checkpoint import TrainedModel
 from streamrec.events.schema import Event, Item
-from streamrec.events.validate import Limits, Rejection, parse_event
+from streamrec.events.validate import Limits, Message, Rejection, validate_message
 from streamrec.features.user_state import FeatureLimits, UserState
 from streamrec.recommend.engine import Recommender
 from streamrec.settings import Settings
-
-
-class Message(NamedTuple):
-    """One record as a worker consumes it: the event type its topic stands for, key, value."""
-
-    event_type: str
-    key: bytes | None
-    value: bytes | None
 
 
 @dataclass
@@ -52,13 +44,6 @@ class ReferenceRun:
         return {u.encode(): s.to_bytes() for u, s in self.states.items()}
 
 
-def validate_message(msg: Message, limits: Limits, now: float | None = None) -> Event | Rejection:
-    """The worker's judgement of one message (a missing key is refused: it names the user)."""
-    if msg.key is None:
-        return Rejection("missing_key", "message has no key; the key must be the user id")
-    return parse_event(msg.value, msg.event_type, msg.key, limits, now)
-
-
 def run_reference(
     messages: Iterable[Message],
     settings: Settings,
@@ -67,8 +52,7 @@ def run_reference(
     now: float | None = None,
 ) -> ReferenceRun:
     """Fold ``messages`` in order; then one list per user from their final state."""
-    v = settings.validation
-    limits = Limits(v.max_event_bytes, v.max_future_skew_s, v.max_context_depth, v.max_id_length)
+    limits = Limits.from_settings(settings.validation)
     flimits = FeatureLimits.from_settings(settings.features)
     recommender = Recommender(settings, model)
     if items:

@@ -32,10 +32,7 @@ class CatalogFollower:
         self.on_reject = on_reject
         self.ready = asyncio.Event()
         self.items_read = 0
-        v = settings.validation
-        self.limits = Limits(
-            v.max_item_bytes, v.max_future_skew_s, v.max_context_depth, v.max_id_length
-        )
+        self.limits = Limits.from_settings(settings.validation, items=True)
 
     async def run(self) -> None:
         # Without a group id, a subscription is assigned every partition of the topic (and picks

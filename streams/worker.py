@@ -38,11 +38,10 @@ from faust.types import TP
 from encoders.checkpoint import CheckpointError, TrainedModel, load_checkpoint
 from streamrec.events.merge import EventTimeMerge, Lag, MergeConfig
 from streamrec.events.schema import Event, Item
-from streamrec.events.validate import Limits, Rejection
+from streamrec.events.validate import Limits, Message, Rejection, validate_message
 from streamrec.features.user_state import FeatureLimits, UserState
 from streamrec.recommend.catalog import embed
 from streamrec.recommend.engine import Job, Recommender
-from streamrec.reference import Message, validate_message
 from streamrec.settings import Settings
 from streams.acks import InOrderAcks
 from streams.app import create_app
@@ -98,10 +97,7 @@ class Worker:
             partitions=settings.topics.partitions,
             help="Per-user rolling features (streamrec.features.user_state).",
         )
-        v = settings.validation
-        self.limits = Limits(
-            v.max_event_bytes, v.max_future_skew_s, v.max_context_depth, v.max_id_length
-        )
+        self.limits = Limits.from_settings(settings.validation)
         self.feature_limits = FeatureLimits.from_settings(settings.features)
         self.metrics = Metrics()
         errors = settings.errors

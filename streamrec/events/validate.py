@@ -9,11 +9,14 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import orjson
 
 from streamrec.events.schema import EVENT_TYPES, Event, Item
+
+if TYPE_CHECKING:
+    from streamrec.settings import ValidationSettings
 
 MIN_TS = 946684800.0  # 2000-01-01: anything earlier is a unit mistake (ms vs s) or garbage
 
@@ -24,6 +27,20 @@ class Limits:
     max_future_skew_s: float = 86400.0
     max_context_depth: int = 4
     max_id_length: int = 128
+
+    @classmethod
+    def from_settings(cls, v: ValidationSettings, *, items: bool = False) -> Limits:
+        """The limits for events (or, with ``items``, catalog records) from ``[validation]``."""
+        size = v.max_item_bytes if items else v.max_event_bytes
+        return cls(size, v.max_future_skew_s, v.max_context_depth, v.max_id_length)
+
+
+class Message(NamedTuple):
+    """One record as a worker consumes it: the event type its topic stands for, key, value."""
+
+    event_type: str
+    key: bytes | None
+    value: bytes | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,3 +210,11 @@ def parse_item(
     if key is not None and key.decode("utf-8", "replace") != item_id:
         return Rejection("key_mismatch", f"message key {key!r} differs from item_id {item_id!r}")
     return Item(item_id, category, float(price), title, available)
+
+
+def validate_message(msg: Message, limits: Limits, now: float | None = None) -> Event | Rejection:
+    """The worker's judgement of one message (a missing key is refused: it names the user): the
+    same code for live traffic, replays and the offline reference."""
+    if msg.key is None:
+        return Rejection("missing_key", "message has no key; the key must be the user id")
+    return parse_event(msg.value, msg.event_type, msg.key, limits, now)

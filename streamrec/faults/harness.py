@@ -41,10 +41,11 @@ from kafka.errors import KafkaError
 from tqdm import tqdm
 
 from streamrec.events.schema import EVENT_TYPES
+from streamrec.events.validate import Message
 from streamrec.features.user_state import UserState, event_id_hash
 from streamrec.kafka import broker, groups
 from streamrec.kafka.read import read_to_end
-from streamrec.reference import Message, ReferenceRun, run_reference
+from streamrec.reference import ReferenceRun, run_reference
 from streamrec.replay import ReplaySummary, replay
 from streamrec.settings import Settings, load_settings
 from streamrec.worker_process import WorkerProcess

@@ -5,9 +5,10 @@ from __future__ import annotations
 import orjson
 
 from streamrec.events.schema import Item
+from streamrec.events.validate import Message
 from streamrec.features.user_state import UserState
 from streamrec.generate import GeneratorConfig, generate
-from streamrec.reference import Message, run_reference
+from streamrec.reference import run_reference
 from streamrec.settings import load_settings
 
 

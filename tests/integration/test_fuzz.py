@@ -10,7 +10,7 @@ producer retry or a replay would make). They are drawn first, then produced in
 bulk to one real worker process on the real broker (with a small model loaded, so good events go
 through the user tower too).
 
-The oracle is ``streamrec.reference.validate_message`` (the worker's own judgement, run here) plus
+The oracle is ``streamrec.events.validate.validate_message`` (the worker's own judgement, run here) plus
 per-user event-id de-duplication. The test checks that
 
 * every bad message is in the dead-letter topic exactly once, found by its original topic,
@@ -40,8 +40,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from streamrec.events.validate import MIN_TS, Limits, Rejection
-from streamrec.reference import Message, validate_message
+from streamrec.events.validate import MIN_TS, Limits, Message, Rejection, validate_message
 from streams.topics import create_topics
 from tests.integration.worker_proc import (
     TINY_CATALOG,
@@ -294,7 +293,7 @@ def test_hostile_payloads_are_all_accounted_for_and_the_worker_survives(
         checkpoint=str(write_tiny_checkpoint(tmp_path / "m", "fz1")),
     )
     v = s.validation
-    limits = Limits(v.max_event_bytes, v.max_future_skew_s, v.max_context_depth, v.max_id_length)
+    limits = Limits.from_settings(v)
     now = time.time()
     assert PAST_END < now < FUTURE_START - limits.max_future_skew_s
 
