@@ -21,7 +21,6 @@ events after ``B`` get their lists from the new app, events up to the live app's
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,8 +30,10 @@ import orjson
 from kafka import KafkaAdminClient, TopicPartition
 from tqdm import tqdm
 
+from streamrec.atomic import write_atomic
 from streamrec.kafka import groups
 from streamrec.settings import Settings
+from streamrec.wait import wait_until
 from streamrec.worker_process import WorkerProcess
 
 log = logging.getLogger(__name__)
@@ -139,18 +140,19 @@ def run_backfill(
         f"Stop its workers now; then start the new workers with app.id={plan.new_app_id} "
         f"(datadir {plan.new_datadir}, model {plan.checkpoint or 'none'})."
     )
-    deadline = time.monotonic() + plan.stop_timeout_s
-    while group_members(plan.live, plan.live.app.id) > 0:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"the live app {plan.live.app.id!r} still has workers")
-        time.sleep(1.0)
+    wait_until(
+        lambda: group_members(plan.live, plan.live.app.id) == 0,
+        timeout_s=plan.stop_timeout_s,
+        what=f"the live app {plan.live.app.id!r} to stop its workers",
+        poll_s=1.0,
+    )
     live = groups.committed_offsets(client, plan.live.app.id, inputs)
     if not all(live.get(tp, 0) >= off for tp, off in backfill.items()):
         # Cannot happen unless offsets were reset meanwhile: then the cutover would leave a gap.
         raise RuntimeError("the live app's final offsets are behind the backfill's")
     handover = Handover(backfill, live)
     if state_path is not None:
-        state_path.write_bytes(orjson.dumps(handover.to_dict(), option=orjson.OPT_INDENT_2))
+        write_atomic(state_path, orjson.dumps(handover.to_dict(), option=orjson.OPT_INDENT_2))
     overlap = sum(live.values()) - sum(backfill.values())
     say(
         f"CUTOVER: the live app has stopped; start the new app's workers now. They republish "

@@ -21,6 +21,7 @@ from typing import IO, Any
 import orjson
 
 from streamrec.settings import Settings
+from streamrec.wait import wait_until
 
 
 def stop_process(proc: subprocess.Popen[Any], timeout_s: float = 60.0) -> int:
@@ -134,27 +135,35 @@ class WorkerProcess:
     def wait_healthy(self, timeout_s: float | None = None) -> float:
         """Seconds from start() until /health/ answers 200 (catalog loaded, tables recovered)."""
         timeout_s = self.wait_s if timeout_s is None else timeout_s
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            self.check_alive()
-            if self.health()[0] == 200:
-                return time.monotonic() - self.started_at
-            time.sleep(0.2)
-        raise WorkerFailed(f"{self.name} not healthy after {timeout_s:g} s:\n{self.log_tail()}")
+        wait_until(
+            lambda: self.health()[0] == 200,
+            timeout_s=timeout_s,
+            what=f"{self.name} healthy",
+            abort=self.check_alive,
+            on_timeout=lambda: WorkerFailed(
+                f"{self.name} not healthy after {timeout_s:g} s:\n{self.log_tail()}"
+            ),
+        )
+        return time.monotonic() - self.started_at
 
     def wait_counter(self, name: str, at_least: int, timeout_s: float | None = None) -> int:
         """Wait until the /metrics/ counter ``name`` reaches ``at_least``; returns its value."""
         timeout_s = self.wait_s if timeout_s is None else timeout_s
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            self.check_alive()
+
+        def reached() -> int | None:
             value = self.counters().get(name, 0)
-            if value >= at_least:
-                return value
-            time.sleep(0.1)
-        raise WorkerFailed(
-            f"{self.name}: {name} < {at_least} after {timeout_s:g} s: {self.counters()}\n"
-            f"{self.log_tail()}"
+            return value if value >= at_least else None
+
+        return wait_until(
+            reached,
+            timeout_s=timeout_s,
+            what=f"{self.name}: {name} >= {at_least}",
+            poll_s=0.1,
+            abort=self.check_alive,
+            on_timeout=lambda: WorkerFailed(
+                f"{self.name}: {name} < {at_least} after {timeout_s:g} s: {self.counters()}\n"
+                f"{self.log_tail()}"
+            ),
         )
 
     def wait_exit(self, timeout_s: float | None = None) -> int:

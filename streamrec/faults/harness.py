@@ -48,6 +48,7 @@ from streamrec.kafka.read import read_to_end
 from streamrec.reference import ReferenceRun, run_reference
 from streamrec.replay import ReplaySummary, replay
 from streamrec.settings import Settings, load_settings
+from streamrec.wait import wait_until
 from streamrec.worker_process import WorkerProcess
 from streams.topics import changelog_topic
 
@@ -500,8 +501,11 @@ def wait_for(
     cond: Callable[[], bool], what: str, timeout_s: float = WAIT_S, poll_s: float = 0.2
 ) -> float:
     t0 = time.monotonic()
-    while not cond():
-        if time.monotonic() - t0 > timeout_s:
-            raise FaultError(f"{what}: not within {timeout_s:g} s")
-        time.sleep(poll_s)
+    wait_until(
+        lambda: cond() or None,
+        timeout_s=timeout_s,
+        what=what,
+        poll_s=poll_s,
+        on_timeout=lambda: FaultError(f"{what}: not within {timeout_s:g} s"),
+    )
     return time.monotonic() - t0
