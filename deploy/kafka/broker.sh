@@ -78,13 +78,14 @@ die() {
 # --- helpers -----------------------------------------------------------------------------------
 
 pick_python() {
-    if [[ -x "$REPO_ROOT/.venv/bin/python" ]]; then
-        printf '%s\n' "$REPO_ROOT/.venv/bin/python"
-    elif command -v python3 >/dev/null 2>&1; then
-        command -v python3
-    else
-        die "no python found (need $REPO_ROOT/.venv/bin/python or python3 on PATH)"
-    fi
+    local py
+    for py in "$REPO_ROOT/.venv/bin/python" python3; do
+        if command -v "$py" >/dev/null 2>&1 && "$py" -c "import streamrec" 2>/dev/null; then
+            command -v "$py"
+            return
+        fi
+    done
+    die "no Python environment with streamrec installed (run 'make setup' first): the readiness probe is streamrec.kafka.broker"
 }
 
 check_port() { # name value
@@ -233,118 +234,13 @@ cmd_fetch() {
 
 # --- readiness ---------------------------------------------------------------------------------
 
-# Python probe: retries a real Metadata request until the broker lists itself (and, if given, has
-# the expected cluster id). kafka-python's admin client when importable, else a raw Metadata v2
-# request over a socket (stdlib only). argv: bootstrap timeout_s pid("" = none) cluster_id("" = any)
-# exit 0 ready, 1 timeout, 2 process died.
-# shellcheck disable=SC2016  # python source, not shell
-PROBE_PY='
-import os, socket, struct, sys, time
-
-bootstrap, timeout_s, pid, want_cluster = sys.argv[1], float(sys.argv[2]), sys.argv[3], sys.argv[4]
-host, _, port = bootstrap.rpartition(":")
-
-
-def alive():
-    if not pid:
-        return True
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open("/proc/%s/stat" % pid) as f:
-            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except OSError:
-        return True
-
-
-def attempt_s():
-    return min(5.0, max(1.0, deadline - time.monotonic()))
-
-
-def probe_kafka_python():
-    import logging
-    logging.getLogger("kafka").setLevel(logging.CRITICAL)
-    from kafka import KafkaAdminClient
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="streamrec-broker-probe",
-                             request_timeout_ms=int(attempt_s() * 1000),
-                             bootstrap_timeout_ms=int(attempt_s() * 1000))
-    try:
-        meta = admin.describe_cluster()
-        admin.list_topics()
-    finally:
-        admin.close()
-    return len(meta["brokers"]), meta.get("cluster_id")
-
-
-def recv_exact(sock, n):
-    buf = b""
-    while len(buf) < n:
-        chunk = sock.recv(n - len(buf))
-        if not chunk:
-            raise ConnectionError("connection closed by broker")
-        buf += chunk
-    return buf
-
-
-def probe_raw():
-    client_id = b"streamrec-broker-probe"
-    # header v1 (api_key=3 Metadata, version 2, correlation id, client id) + body: topics=[]
-    req = struct.pack(">hhih", 3, 2, 7, len(client_id)) + client_id + struct.pack(">i", 0)
-    with socket.create_connection((host, int(port)), timeout=attempt_s()) as sock:
-        sock.sendall(struct.pack(">i", len(req)) + req)
-        (size,) = struct.unpack(">i", recv_exact(sock, 4))
-        data = recv_exact(sock, size)
-    corr, n_brokers = struct.unpack_from(">ii", data, 0)
-    if corr != 7:
-        raise ValueError("unexpected correlation id %d" % corr)
-    off = 8
-    for _ in range(n_brokers):
-        (hl,) = struct.unpack_from(">h", data, off + 4)
-        off += 4 + 2 + hl + 4
-        (rl,) = struct.unpack_from(">h", data, off)
-        off += 2 + max(rl, 0)
-    (cl,) = struct.unpack_from(">h", data, off)
-    cluster = data[off + 2:off + 2 + cl].decode() if cl >= 0 else None
-    return n_brokers, cluster
-
-
-try:
-    import kafka  # noqa: F401
-    probe = probe_kafka_python
-except ImportError:
-    probe = probe_raw
-
-deadline = time.monotonic() + timeout_s
-last = "no attempt yet"
-while True:
-    if not alive():
-        print("broker process %s exited" % pid, file=sys.stderr)
-        sys.exit(2)
-    try:
-        n, cluster = probe()
-        if n < 1:
-            last = "metadata lists no broker yet"
-        elif want_cluster and cluster != want_cluster:
-            last = "cluster id %r, expected %r (another broker on this port?)" % (cluster, want_cluster)
-        else:
-            sys.exit(0)
-    except Exception as exc:  # not up yet
-        last = "%s: %s" % (type(exc).__name__, exc)
-    if time.monotonic() >= deadline:
-        print("no metadata answer from %s within %ss; last: %s" % (bootstrap, timeout_s, last),
-              file=sys.stderr)
-        sys.exit(1)
-    time.sleep(0.5)
-'
-
-# wait_ready bootstrap pid cluster_id -> python probe's exit status
+# The one readiness probe is Python, in the project's environment: streamrec.kafka.broker's
+# wait_ready (a real Metadata request until the broker lists itself with the expected cluster id).
+# wait_ready bootstrap pid cluster_id -> 0 ready, 1 not within WAIT_S, 2 the process exited
 wait_ready() {
     local rc=0
-    "$PY" -c "$PROBE_PY" "$1" "$WAIT_S" "$2" "$3" || rc=$?
+    "$PY" -m streamrec.kafka.broker probe "$1" --timeout-s "$WAIT_S" \
+        ${2:+--pid "$2"} ${3:+--cluster-id "$3"} || rc=$?
     return "$rc"
 }
 

@@ -10,6 +10,7 @@ session fixture ``kafka_bootstrap`` (tests/conftest.py). Also runnable as
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import socket
 import subprocess
@@ -128,32 +129,62 @@ def status(run_dir: Path | None = None) -> tuple[bool, str]:
     return proc.returncode == 0, proc.stdout.strip()
 
 
-def wait_ready(bootstrap: str, timeout_s: float) -> None:
-    """Block until the broker at ``bootstrap`` answers a Kafka metadata request listing a broker.
+class BrokerExited(BrokerError):
+    """The broker process being waited for exited."""
 
-    Uses kafka-python's admin client (DescribeCluster via Metadata). Raises :class:`BrokerError`
-    after ``timeout_s`` seconds.
-    """
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie still answers kill(0)
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return True
+
+
+def wait_ready(
+    bootstrap: str, timeout_s: float, pid: int | None = None, cluster_id: str | None = None
+) -> None:
+    """Block until the broker at ``bootstrap`` answers a Kafka metadata request listing a broker
+    (and, given ``cluster_id``, is that cluster: not another broker on the same port). The one
+    readiness probe: ``broker.sh`` runs it too (``python -m streamrec.kafka.broker probe``).
+
+    Raises :class:`BrokerExited` when process ``pid`` exits meanwhile, :class:`BrokerError`
+    after ``timeout_s`` seconds."""
     from kafka import KafkaAdminClient  # local import: kafka-python is only needed here
 
     deadline = time.monotonic() + timeout_s
     last = "no attempt"
     while True:
-        remaining_ms = max(int((deadline - time.monotonic()) * 1000), 1000)
+        if pid is not None and not _process_alive(pid):
+            raise BrokerExited(f"the broker process {pid} exited")
+        attempt_ms = int(min(5.0, max(1.0, deadline - time.monotonic())) * 1000)
         try:
             admin = KafkaAdminClient(
                 bootstrap_servers=bootstrap,
                 client_id="streamrec-broker-probe",
-                request_timeout_ms=min(5000, remaining_ms),
-                bootstrap_timeout_ms=min(5000, remaining_ms),
+                request_timeout_ms=attempt_ms,
+                bootstrap_timeout_ms=attempt_ms,
             )
             try:
-                brokers = admin.describe_cluster()["brokers"]
+                meta = admin.describe_cluster()
+                admin.list_topics()
             finally:
                 admin.close()
-            if brokers:
+            if not meta["brokers"]:
+                last = "metadata lists no broker yet"
+            elif cluster_id and meta.get("cluster_id") != cluster_id:
+                last = (
+                    f"cluster id {meta.get('cluster_id')!r}, expected {cluster_id!r} "
+                    "(another broker on this port?)"
+                )
+            else:
                 return
-            last = "metadata lists no broker yet"
         except Exception as exc:  # not reachable / not ready yet: retry until the deadline
             last = f"{type(exc).__name__}: {exc}"
         if time.monotonic() >= deadline:
@@ -183,8 +214,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_start.add_argument("--wait-s", type=float, default=DEFAULT_WAIT_S, help="readiness timeout")
     for name, help_text in (("stop", "stop the broker"), ("status", "running or stopped")):
         sub.add_parser(name, help=help_text)
-    for p in sub.choices.values():
-        p.add_argument("--run-dir", type=Path, default=None, help="default <repo>/var/kafka")
+    p_probe = sub.add_parser("probe", help="wait until BOOTSTRAP answers (used by broker.sh)")
+    p_probe.add_argument("bootstrap")
+    p_probe.add_argument("--timeout-s", type=float, default=DEFAULT_WAIT_S)
+    p_probe.add_argument("--pid", type=int, default=None, help="give up if this process exits")
+    p_probe.add_argument("--cluster-id", default=None, help="expect this cluster")
+    for name, p in sub.choices.items():
+        if name != "probe":
+            p.add_argument("--run-dir", type=Path, default=None, help="default <repo>/var/kafka")
     args = parser.parse_args(argv)
     try:
         if args.command == "start":
@@ -195,6 +232,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(line.split()[-1])
             else:
                 print(start(args.port, args.controller_port, args.run_dir, args.wait_s))
+        elif args.command == "probe":
+            logging.getLogger("kafka").setLevel(logging.CRITICAL)  # refusals while it starts
+            try:
+                wait_ready(args.bootstrap, args.timeout_s, args.pid, args.cluster_id or None)
+            except BrokerExited as exc:
+                print(exc, file=sys.stderr)
+                return 2
         elif args.command == "stop":
             stop(args.run_dir)
             print("stopped")
