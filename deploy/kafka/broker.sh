@@ -31,6 +31,12 @@
 #   STREAMREC_BROKER_SSL_KEYSTORE_PASSWORD  its password, also used as the key's (required with it)
 #   STREAMREC_BROKER_SSL_KEYSTORE_TYPE      PKCS12 (default) or JKS
 #
+# Optional SASL/SCRAM listener (off unless STREAMREC_BROKER_SASL_PORT is set): SASL_PLAINTEXT on
+# 127.0.0.1:<port>, mechanism SCRAM-SHA-256, with users formatted into the KRaft storage (clients
+# use security_protocol=SASL_PLAINTEXT, sasl_mechanism=SCRAM-SHA-256).
+#   STREAMREC_BROKER_SASL_PORT   SASL port (written to <run dir>/bootstrap.sasl)
+#   STREAMREC_BROKER_SASL_USERS  name:password[,name:password] (letters, digits, _ and -)
+#
 # Progress goes to stderr; stdout carries only results (bootstrap address / status line).
 set -euo pipefail
 
@@ -55,10 +61,13 @@ SSL_PORT="${STREAMREC_BROKER_SSL_PORT:-}"
 SSL_KEYSTORE="${STREAMREC_BROKER_SSL_KEYSTORE:-}"
 SSL_KEYSTORE_PASSWORD="${STREAMREC_BROKER_SSL_KEYSTORE_PASSWORD:-}"
 SSL_KEYSTORE_TYPE="${STREAMREC_BROKER_SSL_KEYSTORE_TYPE:-PKCS12}"
+SASL_PORT="${STREAMREC_BROKER_SASL_PORT:-}"
+SASL_USERS="${STREAMREC_BROKER_SASL_USERS:-}"
 
 PID_FILE="$RUN_DIR/kafka.pid"
 BOOTSTRAP_FILE="$RUN_DIR/bootstrap"
 SSL_BOOTSTRAP_FILE="$RUN_DIR/bootstrap.ssl"
+SASL_BOOTSTRAP_FILE="$RUN_DIR/bootstrap.sasl"
 CLUSTER_ID_FILE="$RUN_DIR/cluster.id"
 MARKER="$RUN_DIR/.streamrec-kafka-run"
 LOG_FILE="$RUN_DIR/logs/kafka.out"
@@ -106,6 +115,24 @@ check_ports() {
         [[ "$SSL_PORT" != "$PORT" && "$SSL_PORT" != "$CONTROLLER_PORT" ]] ||
             die "STREAMREC_BROKER_SSL_PORT=$SSL_PORT is already the broker or controller port"
     fi
+    if [[ -n "$SASL_PORT" ]]; then
+        check_port STREAMREC_BROKER_SASL_PORT "$SASL_PORT"
+        [[ "$SASL_PORT" != "$PORT" && "$SASL_PORT" != "$CONTROLLER_PORT" && "$SASL_PORT" != "$SSL_PORT" ]] ||
+            die "STREAMREC_BROKER_SASL_PORT=$SASL_PORT is already another listener's port"
+        [[ "$SASL_USERS" =~ ^[A-Za-z0-9_-]+:[A-Za-z0-9_-]+(,[A-Za-z0-9_-]+:[A-Za-z0-9_-]+)*$ ]] ||
+            die "STREAMREC_BROKER_SASL_PORT is set: STREAMREC_BROKER_SASL_USERS must be name:password[,name:password] (letters, digits, _ and -)"
+    fi
+}
+
+# --add-scram arguments of the storage format: SCRAM credentials live in the KRaft metadata log.
+scram_args() {
+    local pair
+    local -a pairs
+    [[ -n "$SASL_PORT" ]] || return 0
+    IFS=',' read -r -a pairs <<<"$SASL_USERS"
+    for pair in "${pairs[@]}"; do
+        printf '%s\n' "--add-scram" "SCRAM-SHA-256=[name=${pair%%:*},password=${pair#*:}]"
+    done
 }
 
 # The TLS settings are usable: a readable keystore, a password, a known type. The values go into
@@ -281,6 +308,12 @@ render_config() {
                 listener.security.protocol.map=*) line="$line,SSL:SSL" ;;
             esac
         fi
+        if [[ -n "$SASL_PORT" ]]; then
+            case "$line" in
+                listeners=* | advertised.listeners=*) line="$line,SASL_PLAINTEXT://127.0.0.1:$SASL_PORT" ;;
+                listener.security.protocol.map=*) line="$line,SASL_PLAINTEXT:SASL_PLAINTEXT" ;;
+            esac
+        fi
         printf '%s\n' "$line" >>"$out"
     done <"$TEMPLATE"
     if [[ -n "$SSL_PORT" ]]; then
@@ -292,6 +325,14 @@ ssl.keystore.location=$SSL_KEYSTORE
 ssl.keystore.password=$SSL_KEYSTORE_PASSWORD
 ssl.key.password=$SSL_KEYSTORE_PASSWORD
 ssl.client.auth=none
+EOF
+    fi
+    if [[ -n "$SASL_PORT" ]]; then
+        cat >>"$out" <<EOF
+
+# SASL/SCRAM listener from STREAMREC_BROKER_SASL_* (broker.sh); users formatted into storage.
+sasl.enabled.mechanisms=SCRAM-SHA-256
+listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
 EOF
     fi
     if grep -q '@[A-Z_]*@' "$out"; then die "unrendered placeholder in $out"; fi
@@ -307,7 +348,7 @@ cmd_start() {
     fi
     command -v "$JAVA" >/dev/null 2>&1 || die "java not found ($JAVA); Java 17 is needed"
     cmd_fetch
-    for p in "$PORT" "$CONTROLLER_PORT" ${SSL_PORT:+"$SSL_PORT"}; do
+    for p in "$PORT" "$CONTROLLER_PORT" ${SSL_PORT:+"$SSL_PORT"} ${SASL_PORT:+"$SASL_PORT"}; do
         port_free "$p" || die "127.0.0.1:$p is already in use (a broker from an earlier run? see '$0 status', or set STREAMREC_BROKER_PORT / STREAMREC_BROKER_CONTROLLER_PORT)"
     done
 
@@ -316,10 +357,13 @@ cmd_start() {
     render_config
     cluster_id="$(new_cluster_id)"
     printf '%s\n' "$cluster_id" >"$CLUSTER_ID_FILE"
+    local -a scram=()
+    mapfile -t scram < <(scram_args)
     say "formatting KRaft storage in $RUN_DIR/data (cluster id $cluster_id)"
     "$JAVA" -Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 \
         "-Dlog4j.configuration=file:$LOG4J" -cp "$LIB/*" \
         kafka.tools.StorageTool format -t "$cluster_id" -c "$RUN_DIR/server.properties" \
+        "${scram[@]}" \
         >"$RUN_DIR/logs/format.out" 2>&1 || {
         cat "$RUN_DIR/logs/format.out" >&2
         die "formatting the storage failed"
@@ -344,6 +388,7 @@ cmd_start() {
     printf '%s\n' "$pid" >"$PID_FILE"
     printf '127.0.0.1:%s\n' "$PORT" >"$BOOTSTRAP_FILE"
     if [[ -n "$SSL_PORT" ]]; then printf '127.0.0.1:%s\n' "$SSL_PORT" >"$SSL_BOOTSTRAP_FILE"; fi
+    if [[ -n "$SASL_PORT" ]]; then printf '127.0.0.1:%s\n' "$SASL_PORT" >"$SASL_BOOTSTRAP_FILE"; fi
 
     wait_ready "127.0.0.1:$PORT" "$pid" "$cluster_id" || rc=$?
     if ((rc != 0)); then
@@ -357,6 +402,7 @@ cmd_start() {
     fi
     say "broker ready after $((SECONDS - t0))s (pid $pid, log $LOG_FILE)"
     if [[ -n "$SSL_PORT" ]]; then say "TLS listener on 127.0.0.1:$SSL_PORT"; fi
+    if [[ -n "$SASL_PORT" ]]; then say "SASL/SCRAM-SHA-256 listener on 127.0.0.1:$SASL_PORT"; fi
     printf '127.0.0.1:%s\n' "$PORT"
 }
 
