@@ -28,14 +28,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import multiprocessing as mp
-import os
 import shutil
 import signal
 import statistics
 import subprocess
 import sys
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,7 +51,7 @@ from workload import Sessions, make_items, write_model  # noqa: E402
 
 from streamrec.kafka import broker  # noqa: E402
 from streamrec.settings import Settings, load_settings  # noqa: E402
-from streamrec.worker_process import stop_process  # noqa: E402
+from streamrec.worker_process import WorkerProcess  # noqa: E402
 from streams.topics import create_topics  # noqa: E402
 
 # -- processes: producer and collector -----------------------------------------------------------
@@ -172,51 +170,36 @@ class Collector:
 # -- the apps under test ---------------------------------------------------------------------------
 
 
-@dataclass
 class App:
-    name: str
-    settings: Settings
-    argv: list[str]
-    log: Path
-    proc: subprocess.Popen[bytes] | None = None
+    """One process under test (the pass-through agent or a streamrec worker), run through the
+    project's WorkerProcess; plus its CPU and memory."""
+
+    def __init__(self, name: str, settings: Settings, argv: list[str], log: Path) -> None:
+        self.name = name
+        self.settings = settings
+        self.process = WorkerProcess(settings, log, name=name, cwd=REPO, argv=argv)
 
     def start(self) -> App:
-        env = {**os.environ, **self.settings.to_env()}
-        self._log = open(self.log, "ab")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            self.argv, cwd=REPO, env=env, stdout=self._log, stderr=subprocess.STDOUT
-        )
+        self.process.start()
         return self
 
     @property
     def ps(self) -> psutil.Process:
-        assert self.proc is not None
-        return psutil.Process(self.proc.pid)
+        assert self.process.proc is not None
+        return psutil.Process(self.process.proc.pid)
 
     def cpu_s(self) -> float:
         t = self.ps.cpu_times()
         return float(t.user + t.system)
 
     def alive(self) -> None:
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            tail = self.log.read_text(errors="replace").splitlines()[-40:]
-            raise RuntimeError(
-                f"{self.name} exited with {self.proc.returncode}:\n" + "\n".join(tail)
-            )
+        self.process.check_alive()
 
     def get(self, path: str) -> Any:
-        url = f"http://127.0.0.1:{self.settings.app.web_port}{path}"
-        try:
-            with urllib.request.urlopen(url, timeout=3) as r:
-                return r.read()
-        except Exception:
-            return None
+        return self.process.get_bytes(path, timeout_s=3)[1]
 
     def stop(self) -> None:
-        if self.proc is not None:
-            stop_process(self.proc)
-        self._log.close()
+        self.process.stop()
 
 
 def counters(app: App) -> dict[str, int]:

@@ -7,7 +7,6 @@ in production.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
@@ -15,6 +14,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -56,6 +56,7 @@ class WorkerProcess:
         wait_s: float = 120.0,
         python: str | Path = sys.executable,
         cwd: Path | None = None,
+        argv: Sequence[str] | None = None,
     ) -> None:
         self.settings = settings
         self.log_path = log_path
@@ -64,6 +65,8 @@ class WorkerProcess:
         self.wait_s = wait_s
         self.python = str(python)  # another environment's interpreter (an installed wheel)
         self.cwd = cwd
+        # another program with the same settings and web port (bench/live.py's pass-through)
+        self.argv = list(argv) if argv else [self.python, "-m", "streamrec", "worker"]
         self.proc: subprocess.Popen[bytes] | None = None
         self.started_at = 0.0
         self._log: IO[bytes] | None = None
@@ -74,7 +77,7 @@ class WorkerProcess:
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         prefix = ["nice", "-n", str(self.nice)] if self.nice else []
         self.proc = subprocess.Popen(
-            [*prefix, self.python, "-m", "streamrec", "worker"],
+            [*prefix, *self.argv],
             env=env,
             cwd=self.cwd,
             stdin=subprocess.DEVNULL,
@@ -96,24 +99,33 @@ class WorkerProcess:
 
     # -- its HTTP endpoints ---------------------------------------------------------------------
 
-    def get(
+    def get_bytes(
         self, path: str, timeout_s: float = 5.0, headers: dict[str, str] | None = None
-    ) -> tuple[int, Any]:
-        """(HTTP status, JSON body or None); status 0 when nothing answers."""
+    ) -> tuple[int, bytes | None]:
+        """(HTTP status, body); status 0 and None when nothing answers."""
         host = self.settings.app.web_host
         host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # bound to every address
         url = f"http://{host}:{self.settings.app.web_port}{path}"
         request = urllib.request.Request(url, headers=headers or {})
         try:
             with urllib.request.urlopen(request, timeout=timeout_s) as r:
-                return r.status, orjson.loads(r.read())
+                return r.status, r.read()
         except urllib.error.HTTPError as e:
-            body = e.read()
-            with contextlib.suppress(orjson.JSONDecodeError):
-                return e.code, orjson.loads(body or b"null")
-            return e.code, None
+            return e.code, e.read()
         except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
             return 0, None
+
+    def get(
+        self, path: str, timeout_s: float = 5.0, headers: dict[str, str] | None = None
+    ) -> tuple[int, Any]:
+        """(HTTP status, JSON body or None); status 0 when nothing answers."""
+        status, body = self.get_bytes(path, timeout_s, headers)
+        if body is None:
+            return status, None
+        try:
+            return status, orjson.loads(body or b"null")
+        except orjson.JSONDecodeError:
+            return status, None
 
     def health(self) -> tuple[int, Any]:
         return self.get("/health/")
