@@ -11,7 +11,6 @@ reading. A wrong password is refused by each library, and a worker holding one n
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,20 +19,20 @@ from typing import Any
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError
-from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 
 from streamrec.kafka import broker
-from streamrec.kafka.security import aiokafka_config
 from streamrec.settings import Settings
 from streamrec.wait import wait_until
 from streams.topics import create_topics
 from tests.integration.worker_proc import (
     TINY_CATALOG,
     WorkerProcess,
+    admin_topics,
+    aio_produce,
     make_settings,
+    own_broker,
     read_topic,
     send_events,
     send_items,
@@ -53,19 +52,8 @@ class SaslBroker:
 @pytest.fixture(scope="module")
 def sasl_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SaslBroker]:
     run_dir = tmp_path_factory.mktemp("kafka-sasl")
-    ports: set[int] = set()
-    while len(ports) < 3:
-        ports.add(broker.free_port())
-    port, controller_port, sasl_port = sorted(ports)
-    with pytest.MonkeyPatch.context() as env:  # broker.start passes its environment to the script
-        env.setenv("STREAMREC_BROKER_SASL_PORT", str(sasl_port))
-        env.setenv("STREAMREC_BROKER_SASL_USERS", f"{USER}:{PASSWORD}")
-        try:
-            plaintext = broker.start(port=port, controller_port=controller_port, run_dir=run_dir)
-        except BaseException:
-            with contextlib.suppress(broker.BrokerError):
-                broker.stop(run_dir)
-            raise
+    env = {"STREAMREC_BROKER_SASL_PORT": "{0}", "STREAMREC_BROKER_SASL_USERS": f"{USER}:{PASSWORD}"}
+    plaintext, (sasl_port,) = own_broker(run_dir, env)
     try:
         sasl = (run_dir / "bootstrap.sasl").read_text().strip()
         assert sasl == f"127.0.0.1:{sasl_port}"
@@ -112,31 +100,14 @@ def test_event_to_list_round_trip_over_sasl_scram(
 def test_a_wrong_password_is_refused_by_every_client(
     sasl_broker: SaslBroker, unique_name: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    def admin(s: Settings) -> list[str]:
-        client = KafkaAdminClient(
-            **s.kafka_client_config(), request_timeout_ms=5000, bootstrap_timeout_ms=5000
-        )
-        try:
-            return list(client.list_topics())
-        finally:
-            client.close()
-
-    async def aio_produce(s: Settings) -> None:
-        p = AIOKafkaProducer(**aiokafka_config(s.kafka), request_timeout_ms=5000)
-        try:
-            await p.start()
-            await p.send_and_wait(s.topics.dlq, b"probe", key=b"k")
-        finally:
-            await p.stop()
-
     good = _sasl_settings(sasl_broker, unique_name("ok"), tmp_path, PASSWORD)
     create_topics(good)
-    assert good.topics.dlq in admin(good)  # the same calls authenticate with the right one
+    assert good.topics.dlq in admin_topics(good)  # the same calls authenticate with the right one
     asyncio.run(aio_produce(good))
 
     wrong = _sasl_settings(sasl_broker, good.app.id, tmp_path / "wrong", "not-the-password")
     with pytest.raises(KafkaError):
-        admin(wrong)  # kafka-python
+        admin_topics(wrong)  # kafka-python
     caplog.clear()
     with pytest.raises(KafkaConnectionError):
         asyncio.run(aio_produce(wrong))  # aiokafka, as the worker connects

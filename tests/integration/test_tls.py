@@ -14,7 +14,6 @@ plaintext to the TLS port, are refused.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import shutil
 import subprocess
@@ -26,9 +25,7 @@ from typing import Any
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError
-from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 
 from streamrec.kafka import broker
@@ -38,7 +35,10 @@ from streams.topics import create_topics
 from tests.integration.worker_proc import (
     TINY_CATALOG,
     WorkerProcess,
+    admin_topics,
+    aio_produce,
     make_settings,
+    own_broker,
     read_topic,
     send_events,
     send_items,
@@ -107,20 +107,12 @@ def tls_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsBroker]:
     certs = tmp_path_factory.mktemp("certs")
     make_certificates(certs)
     run_dir = tmp_path_factory.mktemp("kafka-tls")
-    ports: set[int] = set()
-    while len(ports) < 3:
-        ports.add(broker.free_port())
-    port, controller_port, tls_port = sorted(ports)
-    with pytest.MonkeyPatch.context() as env:  # broker.start passes its environment to the script
-        env.setenv("STREAMREC_BROKER_SSL_PORT", str(tls_port))
-        env.setenv("STREAMREC_BROKER_SSL_KEYSTORE", str(certs / "broker.p12"))
-        env.setenv("STREAMREC_BROKER_SSL_KEYSTORE_PASSWORD", KEYSTORE_PASSWORD)
-        try:
-            plaintext = broker.start(port=port, controller_port=controller_port, run_dir=run_dir)
-        except BaseException:
-            with contextlib.suppress(broker.BrokerError):
-                broker.stop(run_dir)
-            raise
+    env = {
+        "STREAMREC_BROKER_SSL_PORT": "{0}",
+        "STREAMREC_BROKER_SSL_KEYSTORE": str(certs / "broker.p12"),
+        "STREAMREC_BROKER_SSL_KEYSTORE_PASSWORD": KEYSTORE_PASSWORD,
+    }
+    plaintext, (tls_port,) = own_broker(run_dir, env)
     try:
         tls = (run_dir / "bootstrap.ssl").read_text().strip()
         assert tls == f"127.0.0.1:{tls_port}"
@@ -173,37 +165,20 @@ def test_event_to_list_round_trip_over_tls(
 def test_clients_that_do_not_trust_the_broker_are_refused(
     tls_broker: TlsBroker, unique_name: Any, tmp_path: Path
 ) -> None:
-    def admin(s: Settings) -> list[str]:
-        client = KafkaAdminClient(
-            **s.kafka_client_config(), request_timeout_ms=5000, bootstrap_timeout_ms=5000
-        )
-        try:
-            return list(client.list_topics())
-        finally:
-            client.close()
-
-    async def aio_produce(s: Settings) -> None:
-        p = AIOKafkaProducer(**aiokafka_config(s.kafka), request_timeout_ms=5000)
-        await p.start()
-        try:
-            await p.send_and_wait(s.topics.dlq, b"probe", key=b"k")
-        finally:
-            await p.stop()
-
     good = _tls_settings(tls_broker, unique_name("ok"), tmp_path, tls_broker.ca)
     create_topics(good)
     # the same calls with the right CA work (so the failures below come from trust alone)
-    assert good.topics.dlq in admin(good)
+    assert good.topics.dlq in admin_topics(good)
     asyncio.run(aio_produce(good))
 
     wrong = _tls_settings(tls_broker, good.app.id, tmp_path, tls_broker.other_ca)
     with pytest.raises(KafkaError):
-        admin(wrong)  # kafka-python
+        admin_topics(wrong)  # kafka-python
     with pytest.raises(KafkaConnectionError):
         asyncio.run(aio_produce(wrong))  # aiokafka, as the worker connects
     plain = good.replace(kafka={"security_protocol": "PLAINTEXT"})
     with pytest.raises(KafkaError):
-        admin(plain)  # plaintext spoken to the TLS port
+        admin_topics(plain)  # plaintext spoken to the TLS port
 
 
 def test_security_settings_reach_both_client_libraries() -> None:

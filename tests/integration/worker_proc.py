@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import orjson
-from kafka import KafkaConsumer, KafkaProducer
+import pytest
+from aiokafka import AIOKafkaProducer
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 
 from streamrec.faults.harness import make_settings as scenario_settings
+from streamrec.kafka import broker
+from streamrec.kafka.security import aiokafka_config
 from streamrec.settings import Settings
 from streamrec.worker_process import WorkerProcess as WorkerProcess  # re-exported for the tests
 
@@ -64,6 +69,46 @@ def read_topic(
     finally:
         c.close()
     return out
+
+
+def own_broker(run_dir: Path, env: dict[str, str], extra_ports: int = 1) -> tuple[str, list[int]]:
+    """Start a broker of a test module's own (``broker.sh`` with ``env``: extra listeners) on
+    free ports; returns its PLAINTEXT address and ``extra_ports`` more free ports, which ``env``
+    may name as ``{0}``, ``{1}``... Stop it with ``broker.stop(run_dir)``."""
+    ports: set[int] = set()
+    while len(ports) < 2 + extra_ports:
+        ports.add(broker.free_port())
+    port, controller_port, *extra = sorted(ports)
+    with pytest.MonkeyPatch.context() as mp:  # broker.start passes its environment to the script
+        for name, value in env.items():
+            mp.setenv(name, value.format(*extra))
+        try:
+            return broker.start(port=port, controller_port=controller_port, run_dir=run_dir), extra
+        except BaseException:
+            with contextlib.suppress(broker.BrokerError):
+                broker.stop(run_dir)
+            raise
+
+
+def admin_topics(s: Settings) -> list[str]:
+    """The topics, through kafka-python's admin client with ``s``'s security settings."""
+    client = KafkaAdminClient(
+        **s.kafka_client_config(), request_timeout_ms=5000, bootstrap_timeout_ms=5000
+    )
+    try:
+        return list(client.list_topics())
+    finally:
+        client.close()
+
+
+async def aio_produce(s: Settings) -> None:
+    """One record to the DLQ topic through aiokafka, as the worker's clients connect."""
+    p = AIOKafkaProducer(**aiokafka_config(s.kafka), request_timeout_ms=5000)
+    try:
+        await p.start()
+        await p.send_and_wait(s.topics.dlq, b"probe", key=b"k")
+    finally:
+        await p.stop()
 
 
 def latest_by_key(records: Iterable[Any]) -> dict[bytes, Any]:
