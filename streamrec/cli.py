@@ -349,13 +349,27 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _command_index(argv: list[str]) -> int | None:
+    """Where the sub-command is, past the global options (-v, --config FILE)."""
+    i = 0
+    while i < len(argv):
+        if argv[i] in ("-v", "--verbose") or argv[i].startswith("--config="):
+            i += 1
+        elif argv[i] == "--config":
+            i += 2
+        else:
+            return i if not argv[i].startswith("-") else None
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["kafka"]:
+    command = _command_index(argv)
+    if command is not None and argv[command] == "kafka":
         # The broker's own parser (streamrec.kafka.broker), its -h included.
         from streamrec.kafka import broker
 
-        return broker.main(argv[1:])
+        return broker.main(argv[command + 1 :])
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,

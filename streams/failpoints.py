@@ -6,12 +6,13 @@ names it, so in production a hit is one dict lookup.
 Spec: comma-separated ``point=N`` (the first N hits fail) or ``point=always``, for example
 ``rank=always,publish.send=3``. Points: ``rank`` (the model ranking a batch), ``rank.fallback``
 (the heuristic lists after it failed), ``publish.send`` (handing a list to the producer),
-``state.read`` (reading a user's stored record).
+``state.read`` (reading a user's stored record), ``dlq.send`` (handing a dead letter to the
+producer).
 """
 
 from __future__ import annotations
 
-POINTS = ("rank", "rank.fallback", "publish.send", "state.read")
+POINTS = ("rank", "rank.fallback", "publish.send", "state.read", "dlq.send")
 
 
 class FailPointError(RuntimeError):

@@ -23,7 +23,8 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+# (the exposition is ASCII; aiohttp refuses a charset in content_type)
+CONTENT_TYPE = "text/plain; version=0.0.4"
 LIVE_S = 60.0  # an event older than this when its list goes out is backlog, not live traffic
 LATENCY_BUCKETS_S = (
     0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0,

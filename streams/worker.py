@@ -150,9 +150,14 @@ class Worker:
             await self._guarded(self.handle, event)
 
     async def _guarded(self, step: Any, event: Any, *args: Any) -> None:
+        """Run ``step`` on ``event``; an error there is the worker's (the event was valid): the
+        event is dead-lettered within the error budget, and past it the worker stops. This never
+        raises, so an event handed to the merge is never acked for another's failure."""
         try:
             await step(event, *args)
         except Exception as exc:
+            if self.fault is not None:
+                return  # stopping: left unacked
             if not self.budget.error():
                 await self._fail(
                     f"{self.budget.in_window()} errors applying events within the last "
@@ -163,10 +168,19 @@ class Worker:
             # forever, so park it in the DLQ with the reason instead, and go on.
             log.exception("failed to process an event; dead-lettering it")
             self.metrics.inc("internal_errors")
-            msg = event.message
-            why = Rejection("internal_error", f"worker failed on this event: {exc!r}")
+            await self._park(event, Rejection("internal_error", f"worker failed on it: {exc!r}"))
+
+    async def _park(self, event: Any, why: Rejection) -> None:
+        """Dead-letter ``event`` and ack it; if the dead letter cannot be sent, that is the
+        worker's fault: it stops with the event unacked (nothing is lost)."""
+        msg = event.message
+        try:
             await self._dead_letter(msg.topic, msg.partition, msg.offset, msg.key, msg.value, why)
-            self.acks.ack(event)
+        except Exception as exc:
+            log.exception("could not send a dead letter")
+            await self._fail(f"could not send a dead letter ({why.code}): {exc!r}")
+            return
+        self.acks.ack(event)
 
     async def _fail(self, reason: str) -> None:
         """Stop on a fault of the worker's own: unhealthy at once, loud, and exit code 1 (Faust's
@@ -206,10 +220,7 @@ class Worker:
         etype = self.topics.type_of[msg.topic]
         parsed = validate_message(Message(etype, msg.key, msg.value), self.limits)
         if isinstance(parsed, Rejection):
-            await self._dead_letter(
-                msg.topic, msg.partition, msg.offset, msg.key, msg.value, parsed
-            )
-            self.acks.ack(event)
+            await self._park(event, parsed)
             return
         if not merging:
             await self.apply(event, parsed)
@@ -258,6 +269,8 @@ class Worker:
     async def apply(self, event: Any, parsed: Event) -> None:
         """Apply one valid event (``parsed`` from the Faust ``event``) to its user's state and
         queue its list."""
+        if self.fault is not None:
+            return  # stopping: nothing more is written or acked
         key = parsed.user_id.encode()
         with in_event_context(event):
             self.failpoints.hit("state.read")
@@ -376,6 +389,7 @@ class Worker:
         value: bytes | None,
         why: Rejection,
     ) -> None:
+        self.failpoints.hit("dlq.send")
         self.metrics.reject(why.code)
         log.info("dead-letter %s[%d]@%d: %s", topic, partition, offset, why.reason)
         await self.topics.dlq.send(

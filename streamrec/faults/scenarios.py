@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from kafka import KafkaProducer
 
 from streamrec.faults.harness import (
     WAIT_S,
@@ -511,6 +512,54 @@ def internal_errors_past_budget(
         w2 = ws.start(s, "worker-restarted")
         result.recovery_s["ready after the fault"] = w2.wait_healthy()
         wait_drained(s, ws, progress=progress)
+        result.comparison = _check(s, exp, [w2], sample, result)
+    return result
+
+
+def dead_letters_unsendable(
+    bootstrap: str,
+    workdir: Path,
+    n_events: int = 600,
+    n_users: int = 60,
+    *,
+    n_bad: int = 5,
+    partitions: int = 2,
+    sample: int = 60,
+    progress: bool = False,
+    log: Log = _quiet,
+) -> Result:
+    """Bad events among good ones while no dead letter can be sent (fail point ``dlq.send``): the
+    worker must stop (exit code 1) rather than ack a bad event it could not park. Restarted
+    healthy, it parks every bad event in the DLQ and applies every good one."""
+    s = make_settings(bootstrap, _name("dq"), workdir / "w1", partitions=partitions)
+    create_topics(s)
+    events = make_log(n_events, n_users, seed=9, dup_frac=0.0)
+    exp = expected_of(events, s)
+    result = Result("dead letters cannot be sent", len(events) + n_bad, _distinct(events))
+    with Workers(workdir) as ws:
+        broken = s.replace(errors={"failpoints": "dlq.send=always"})
+        w = ws.start(broken, "worker-broken")
+        w.wait_healthy()
+        half = len(events) // 2
+        produce(s, events[:half], progress)
+        bad_producer = KafkaProducer(**s.kafka_client_config())
+        for n in range(n_bad):  # not JSON: each must go to the DLQ
+            bad_producer.send(s.topics.click, key=f"u{n}".encode(), value=b"{not json")
+        bad_producer.flush()
+        bad_producer.close()
+        produce(s, events[half:], progress)
+        code = w.wait_exit()
+        result.notes.append(f"the worker that could not dead-letter exited with {code}")
+        if code != 1:
+            result.failed_steps.append(f"exited with {code}, not 1")
+        w2 = ws.start(s, "worker-restarted")
+        result.recovery_s["ready after the fault"] = w2.wait_healthy()
+        wait_drained(s, ws, progress=progress)
+        dlq = read_records(s.kafka_client_config(), s.topics.dlq, WAIT_S)
+        parked = {r.value for r in dlq}
+        result.notes.append(f"dead-lettered after the restart: {len(dlq)}")
+        if parked != {b"{not json"} or len(dlq) < n_bad:
+            result.failed_steps.append(f"expected {n_bad} dead letters, got {len(dlq)}")
         result.comparison = _check(s, exp, [w2], sample, result)
     return result
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -60,6 +61,7 @@ class Catalog:
         self.unlisted: OrderedDict[str, int] = OrderedDict()
         self.unlisted_reused = 0
         self._touched: set[str] | None = None  # items upserted or given a row during a swap
+        self._pinned: set[str] | None = None  # unlisted items handed out in the current batch
 
     def upsert_many(self, items: Iterable[Item]) -> bool:
         """Insert or update items; True when an existing row's vector changed."""
@@ -91,10 +93,13 @@ class Catalog:
         if row is not None:
             if item_id in self.unlisted:
                 self.unlisted.move_to_end(item_id)
+                if self._pinned is not None:
+                    self._pinned.add(item_id)
             return row
         vectors = self._vectors([item_id], [{}])
         vector = None if vectors is None else vectors[0]
-        if len(self.unlisted) >= max(1, self.retrieval.max_unlisted_items):
+        full = len(self.unlisted) >= max(1, self.retrieval.max_unlisted_items)
+        if full and not (self._pinned and next(iter(self.unlisted)) in self._pinned):
             _, row = self.unlisted.popitem(last=False)
             self.index.reassign(row, item_id, vector)
             self.unlisted_reused += 1
@@ -103,7 +108,21 @@ class Catalog:
         else:
             row = self.index.upsert(item_id, vector, False)
         self.unlisted[item_id] = row
+        if self._pinned is not None:
+            self._pinned.add(item_id)
         return row
+
+    @contextmanager
+    def pinned_rows(self) -> Iterator[None]:
+        """Rows handed out inside keep their item until the block ends: a batch looks all its
+        rows up before the encoder reads them, so one given to another item meanwhile would feed
+        it the wrong vector. A batch touching more unlisted items than the bound grows past it
+        (by at most the batch's own items)."""
+        self._pinned = set()
+        try:
+            yield
+        finally:
+            self._pinned = None
 
     def set_model(self, model: TrainedModel | None) -> None:
         """Re-embed every known row with a new model (rows and availability are kept)."""

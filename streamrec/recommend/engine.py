@@ -214,7 +214,9 @@ class Recommender:
         if self.source == POPULARITY:
             lists, source = [self._popular(j) for j in finals], POPULARITY
         elif self.serves_model and not fallback:
-            lists, source = self._ranked(self._encode(jobs, final), finals), MODEL
+            with self.catalog.pinned_rows():
+                vectors = self._encode(jobs, final)
+            lists, source = self._ranked(vectors, finals), MODEL
         else:
             lists = self._heuristic(finals)
             source = self.source if self.source in SINGLE_SOURCES else HEURISTIC

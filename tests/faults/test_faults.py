@@ -95,6 +95,14 @@ def test_errors_of_the_worker_past_its_budget_stop_it_instead_of_dead_lettering(
     _assert_clean(result, request, t0)
 
 
+def test_a_worker_that_cannot_dead_letter_stops_instead_of_acking(
+    kafka_bootstrap: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    t0 = time.monotonic()
+    result = scenarios.dead_letters_unsendable(kafka_bootstrap, tmp_path)
+    _assert_clean(result, request, t0)
+
+
 # --- the comparison itself must be able to fail (no broker needed) ---------------------------
 
 LOG = make_log(400, 20, seed=9, now=1.7e9)  # fixed, in the past: all valid, same every run

@@ -406,3 +406,17 @@ def test_a_model_swap_prepared_from_a_snapshot_redoes_the_rows_changed_meanwhile
         a = got_index.matrix[got_index.row_of[item_id]]
         b = want_index.matrix[want_index.row_of[item_id]]
         assert torch.allclose(a, b, atol=1e-6), item_id
+
+
+def test_rows_looked_up_for_one_batch_are_never_given_away_within_it(trained):
+    """A batch looks up all its rows before the encoder reads them: with a bound smaller than
+    the batch's unknown items, rows must not be handed to another item meanwhile."""
+    model, items = trained
+    rec = Recommender(settings().replace(retrieval={"max_unlisted_items": 2}), model)
+    rec.upsert_items([Item(i, v["category"], v["price"], v["title"]) for i, v in items.items()])
+    with rec.catalog.pinned_rows():
+        rows = [rec.catalog.row_for_history(i) for i in ("a", "b", "c", "a", "d")]
+    assert len(set(rows)) == 4  # four distinct items, four rows, none shared
+    assert rows[0] == rows[3]
+    after = rec.catalog.row_for_history("e")  # outside a batch the bound applies again
+    assert after in rows and len(rec.catalog.unlisted) == 4
