@@ -51,6 +51,7 @@ from workload import Sessions, make_items, write_model  # noqa: E402
 
 from streamrec.kafka import broker  # noqa: E402
 from streamrec.settings import Settings, load_settings  # noqa: E402
+from streamrec.wait import wait_until  # noqa: E402
 from streamrec.worker_process import WorkerProcess  # noqa: E402
 from streams.topics import create_topics  # noqa: E402
 
@@ -240,20 +241,17 @@ class Repeat:
     state: dict[str, float] = field(default_factory=dict)
 
 
-def wait_until(cond: Any, timeout_s: float, what: str, app: App | None = None) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not cond():
-        if app is not None:
-            app.alive()
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what}: not done after {timeout_s:.0f} s")
-        time.sleep(0.1)
+def wait_for(cond: Any, timeout_s: float, what: str, app: App | None = None) -> None:
+    wait_until(
+        lambda: bool(cond()), timeout_s=timeout_s, what=what, poll_s=0.1,
+        abort=None if app is None else app.alive,
+    )  # fmt: skip
 
 
 def drain(app: App, col: Collector, done: Any, timeout_s: float) -> float:
     """Start ``app`` on a backlog; events/s from its first output to ``done(records)``."""
     app.start()
-    wait_until(lambda: (col.pump(), done(col.records))[1], timeout_s, f"{app.name} drain", app)
+    wait_for(lambda: (col.pump(), done(col.records))[1], timeout_s, f"{app.name} drain", app)
     first = min(r[0] for r in col.records)
     last = max(r[0] for r in col.records)
     return last - first
@@ -288,7 +286,7 @@ def warm_up(ctx: Any, app: App, col: Collector, env: dict[str, str], load: dict[
     q = ctx.Queue()
     produce(env, load["items"], load["users"], 0, "probe", 1, 0, q)
     q.get()
-    wait_until(
+    wait_for(
         lambda: (col.pump(), any(r[1].startswith("probe-") for r in col.records))[1],
         120,
         f"{app.name} start",

@@ -19,6 +19,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from streamrec.wait import wait_until
+
 __all__ = [
     "BrokerError",
     "broker_script",
@@ -159,10 +161,9 @@ def wait_ready(
     from kafka import KafkaAdminClient  # local import: kafka-python is only needed here
 
     deadline = time.monotonic() + timeout_s
-    last = "no attempt"
-    while True:
-        if pid is not None and not _process_alive(pid):
-            raise BrokerExited(f"the broker process {pid} exited")
+    last = ["no attempt"]
+
+    def answers() -> bool | None:
         attempt_ms = int(min(5.0, max(1.0, deadline - time.monotonic())) * 1000)
         try:
             admin = KafkaAdminClient(
@@ -176,20 +177,34 @@ def wait_ready(
                 admin.list_topics()
             finally:
                 admin.close()
-            if not meta["brokers"]:
-                last = "metadata lists no broker yet"
-            elif cluster_id and meta.get("cluster_id") != cluster_id:
-                last = (
-                    f"cluster id {meta.get('cluster_id')!r}, expected {cluster_id!r} "
-                    "(another broker on this port?)"
-                )
-            else:
-                return
         except Exception as exc:  # not reachable / not ready yet: retry until the deadline
-            last = f"{type(exc).__name__}: {exc}"
-        if time.monotonic() >= deadline:
-            raise BrokerError(f"Kafka at {bootstrap} not ready after {timeout_s:g}s (last: {last})")
-        time.sleep(0.5)
+            last[0] = f"{type(exc).__name__}: {exc}"
+            return None
+        if not meta["brokers"]:
+            last[0] = "metadata lists no broker yet"
+        elif cluster_id and meta.get("cluster_id") != cluster_id:
+            last[0] = (
+                f"cluster id {meta.get('cluster_id')!r}, expected {cluster_id!r} "
+                "(another broker on this port?)"
+            )
+        else:
+            return True
+        return None
+
+    def exited() -> None:
+        if pid is not None and not _process_alive(pid):
+            raise BrokerExited(f"the broker process {pid} exited")
+
+    wait_until(
+        answers,
+        timeout_s=timeout_s,
+        what=f"Kafka at {bootstrap}",
+        poll_s=0.5,
+        abort=exited,
+        on_timeout=lambda: BrokerError(
+            f"Kafka at {bootstrap} not ready after {timeout_s:g}s (last: {last[0]})"
+        ),
+    )
 
 
 def free_port() -> int:

@@ -8,12 +8,13 @@ worker commits an event's offset only after its list was handed to the producer 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+
+from streamrec.wait import wait_until
 
 Offsets = dict[TopicPartition, int]
 
@@ -90,15 +91,25 @@ def wait_for(
     of the end offsets at each poll). Raises TimeoutError, or RuntimeError when ``alive`` says the
     worker died."""
     topics = list(topics)
-    deadline = time.monotonic() + timeout_s
-    while True:
+    last: list[Progress] = []
+
+    def probe() -> Progress | None:
         now = progress(client_config, group, topics)
+        last[:] = [now]
         if on_poll is not None:
             on_poll(now)
         if now.reached(target) if target is not None else now.lag <= max_lag:
             return now
         if alive is not None and not alive():
             raise RuntimeError(f"the worker of {group!r} exited before catching up")
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{group!r} still {now.lag:,} events behind after {timeout_s} s")
-        time.sleep(poll_s)
+        return None
+
+    return wait_until(
+        probe,
+        timeout_s=timeout_s,
+        what=f"{group!r} caught up",
+        poll_s=poll_s,
+        on_timeout=lambda: TimeoutError(
+            f"{group!r} still {last[-1].lag:,} events behind after {timeout_s} s"
+        ),
+    )
