@@ -10,7 +10,8 @@ Run (a broker of your own; the broker-restart scenario always starts a private o
 
 ``--events`` sizes the kill -9 run (default 100000, replayed at ``--rate`` 1500/s so the replay
 is still going when the worker is killed); the others use ``--events`` / 4 unless
-``--small-events`` is given. ``--only kill9,freeze,broker,scale,state`` picks scenarios. Prints one row
+``--small-events`` is given. ``--only kill9,freeze,broker,scale,state,lists,budget,dlq`` picks
+scenarios (the last three inject faults of the worker itself through fail points). Prints one row
 per scenario: events replayed (redeliveries included), events lost, events double-counted, the
 recovery times, then the details of any scenario that was not clean; exits 1 if any was not.
 Work directories (worker logs) are kept under ``--workdir``.
@@ -29,7 +30,7 @@ from pathlib import Path
 from streamrec.faults import scenarios
 from streamrec.faults.scenarios import Result
 
-SCENARIOS = ("kill9", "freeze", "broker", "scale", "state")
+SCENARIOS = ("kill9", "freeze", "broker", "scale", "state", "lists", "budget", "dlq")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,6 +85,11 @@ def main(argv: list[str] | None = None) -> int:
         ),
         "scale": sized(scenarios.scale_out_in, "scale"),
         "state": sized(scenarios.lost_local_state, "state"),
+        "lists": sized(scenarios.failing_lists, "lists"),
+        "budget": lambda: scenarios.internal_errors_past_budget(
+            args.bootstrap, workdir / "budget", small, users(small), progress=True, log=log
+        ),
+        "dlq": sized(scenarios.dead_letters_unsendable, "dlq"),
     }
     results: list[Result] = []
     failures: list[str] = []
