@@ -43,7 +43,8 @@ class Metrics:
         self._latency_ms: deque[float] = deque(maxlen=window)
         self._batch_ms: deque[float] = deque(maxlen=window)
         self._batch_size: deque[int] = deque(maxlen=window)
-        self.registry = CollectorRegistry(auto_describe=True)
+        # No auto-describe: it would collect every per-scrape snapshot twice to check its names.
+        self.registry = CollectorRegistry(auto_describe=False)
         self._latency = Histogram(
             "streamrec_event_to_list_seconds",
             f"Event time to list published, for live events (at most {LIVE_S:g} s old).",

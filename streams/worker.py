@@ -254,17 +254,24 @@ class Worker:
             # Faust waits for every event it handed out to be acked before it revokes: let the
             # held ones go now rather than after their wait bound.
             return Lag.CAUGHT_UP
-        tp = TP(self._topic_of[etype], partition)
+        unread = self._unread(TP(self._topic_of[etype], partition))
+        if unread is None:
+            return Lag.UNKNOWN  # no fetch answered yet
+        return Lag.CAUGHT_UP if unread <= 0 else Lag.BEHIND
+
+    def _unread(self, tp: TP) -> int | None:
+        """Records of ``tp`` on the broker not read yet, as far as the consumer's last fetch
+        knows its end (0 when it is not assigned any more: nothing to wait for); None before
+        the first fetch answered."""
         consumer = self.app.consumer
         try:
             highwater = consumer.highwater(tp)
-        except Exception:  # not assigned (any more): nothing to wait for
-            return Lag.CAUGHT_UP
-        start = getattr(consumer, "start_offsets", {}).get(tp)
-        read = self._next_offset.get(tp, start)
+        except Exception:  # not assigned (any more)
+            return 0
+        read = self._next_offset.get(tp, getattr(consumer, "start_offsets", {}).get(tp))
         if highwater is None or read is None:
-            return Lag.UNKNOWN  # no fetch answered yet
-        return Lag.CAUGHT_UP if read >= highwater else Lag.BEHIND
+            return None
+        return max(0, highwater - read)
 
     async def apply(self, event: Any, parsed: Event) -> None:
         """Apply one valid event (``parsed`` from the Faust ``event``) to its user's state and
@@ -519,19 +526,10 @@ class Worker:
         """(topic, partition, records not read yet) for each event-topic partition owned, as far
         as the consumer's last fetch knows the partition's end."""
         topics = set(self.settings.topics.event_topics().values())
-        consumer = self.app.consumer
-        starts = getattr(consumer, "start_offsets", {})
         out = []
         for tp in sorted(self.app.assignor.assigned_actives()):
-            if tp.topic not in topics:
-                continue
-            try:
-                highwater = consumer.highwater(tp)
-            except Exception:  # not assigned any more
-                continue
-            read = self._next_offset.get(tp, starts.get(tp))
-            if highwater is not None and read is not None:
-                out.append((tp.topic, tp.partition, max(0, highwater - read)))
+            if tp.topic in topics and (unread := self._unread(tp)) is not None:
+                out.append((tp.topic, tp.partition, unread))
         return out
 
     def event_partitions(self) -> list[int]:
