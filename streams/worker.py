@@ -57,6 +57,7 @@ from streams.web_auth import user_data_refusal
 
 log = logging.getLogger(__name__)
 MODEL_POLL_S = 10.0
+FAULT_COMMIT_S = 10.0  # how long a stopping worker tries to commit what it has acked
 
 
 class WorkerFault(RuntimeError):
@@ -192,7 +193,19 @@ class Worker:
         self.metrics.inc("worker_faults")
         log.critical("worker fault, stopping: %s", reason)
         # From a task of its own: the crash stops (cancels) the agent or batcher calling this.
-        self._crash = asyncio.ensure_future(self.app.crash(WorkerFault(reason)))
+        self._crash = asyncio.ensure_future(self._commit_then_crash(WorkerFault(reason)))
+
+    async def _commit_then_crash(self, fault: WorkerFault) -> None:
+        """Commit what is acked (done: applied and listed, or dead-lettered) before crashing, so
+        the restart does not read it again: an event dead-lettered as ``internal_error`` must not
+        be applied after all by a healthy restart while its dead letter says it was not. Best
+        effort: a fault of the producer or broker may keep the commit from finishing, and then
+        the restart re-reads from the last commit (at-least-once, and idempotent)."""
+        try:
+            await asyncio.wait_for(self.app.consumer.commit(), FAULT_COMMIT_S)
+        except Exception as exc:  # the crash goes on regardless
+            log.warning("could not commit acked offsets before stopping: %r", exc)
+        await self.app.crash(fault)
 
     async def _await_item_graph(self) -> None:
         """Past retrieval.ann_min_items the first lists wait for the item graph (seconds at 100k
