@@ -134,9 +134,14 @@ def checkpoint_rows(
         "serving_diff": agreement["max_abs_diff"],
     }
     served_as = "ranker" if trained.ranker is not None else "heuristic blend"
+    # What any scorer of these candidates could reach: the next item first whenever a source
+    # found it. A ranker short of a target near this row needs better candidates, not scoring.
+    found = [0 if lab >= 0 else 1 << 30 for _, labels in blocks for lab in labels]
+    ceiling = at_k(torch.tensor(found, dtype=torch.long), KS)
     return [
         Row(name, metrics, about="model alone, full ranking", **common),
         Row(f"{name} + {served_as}", ranked, about="the lists the worker serves", **common),
+        Row(f"{name} candidates, next item first (ceiling)", ceiling, about="oracle order"),
     ]
 
 

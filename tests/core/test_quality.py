@@ -41,7 +41,9 @@ def test_quality_smoke(
     rows = run_quality(ds, ["sasrec", "streamrec"], tmp_path, minutes=5, epochs=3, progress=False)
     by = {r.name: r for r in rows}
     simple = ["popularity", "recent items", "co-visitation", "recent+covisit+popular"]
-    models = ["sasrec", "sasrec + ranker", "streamrec", "streamrec + ranker"]
+    ceil = " candidates, next item first (ceiling)"
+    models = ["sasrec", "sasrec + ranker", "sasrec" + ceil]
+    models += ["streamrec", "streamrec + ranker", "streamrec" + ceil]
     assert list(by) == simple + models
     for name in ("sasrec", "streamrec"):
         r = by[name]
@@ -57,6 +59,10 @@ def test_quality_smoke(
     ranked = by["streamrec + ranker"].metrics
     assert ranked["hr@10"] > 0.5 * by["streamrec"].metrics["hr@10"]
     assert ranked["hr@10"] > by["popularity"].metrics["hr@10"] + 0.1
+    # no order of the candidates beats putting the next item first whenever it is one
+    ceiling = by["streamrec" + ceil].metrics
+    assert ceiling["hr@10"] == ceiling["ndcg@10"] == ceiling["hr@50"]
+    assert ranked["hr@10"] <= ceiling["hr@10"] and ranked["ndcg@10"] <= ceiling["ndcg@10"]
 
     # the worker-loadable checkpoint carries its test numbers, and `streamrec evaluate` on it
     # reproduces them
