@@ -112,9 +112,11 @@ def fit_ranker(
     feature_names: Sequence[str],
     cfg: RankerTrainConfig | None = None,
     hidden: int = 32,
+    weights: Sequence[float] | None = None,
 ) -> tuple[Ranker, dict[str, Any]]:
     """Train on candidate rows ``features`` [M, F], user b owning rows offsets[b]:offsets[b+1];
-    ``labels[b]`` is the row of the item user b touched next, or -1 when it was no candidate."""
+    ``labels[b]`` is the row of the item user b touched next, or -1 when it was no candidate;
+    ``weights[b]`` is how much case b counts in the loss (default: all alike)."""
     cfg = cfg or RankerTrainConfig()
     usable = [b for b, lab in enumerate(labels) if lab >= 0]
     if len(usable) < 10:
@@ -137,10 +139,14 @@ def fit_ranker(
             model.train()
             perm = rng.permutation(len(train))
             for s in range(0, len(train), cfg.batch_users):
-                block, valid, label = _gather(
-                    x, offsets, labels, [train[i] for i in perm[s : s + cfg.batch_users]]
-                )
-                loss = F.cross_entropy(_scores(model, block, valid), label)
+                picked = [train[i] for i in perm[s : s + cfg.batch_users]]
+                block, valid, label = _gather(x, offsets, labels, picked)
+                loss = F.cross_entropy(_scores(model, block, valid), label, reduction="none")
+                if weights is None:
+                    loss = loss.mean()
+                else:
+                    w = torch.tensor([weights[c] for c in picked], dtype=loss.dtype)
+                    loss = (loss * w).sum() / w.sum()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
