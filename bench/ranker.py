@@ -2,8 +2,6 @@
 one model and the same users (``Recommender.recommend``, the worker's call, no Kafka):
 
   model retrieval alone (a checkpoint without ranker)  vs  retrieval + candidates + ranker
-                                                       vs  the same with the row-by-row
-                                                           reference candidate builder
                                                        vs  the heuristic lists (no model)
 
 Each timed batch gives every user one new event (an encoder cache hit: the steady state), so
@@ -24,7 +22,6 @@ import time
 import torch
 from tqdm import tqdm
 
-import streamrec.recommend.engine as engine
 from encoders.checkpoint import TrainedModel
 from encoders.item_features import ItemFeaturizer
 from encoders.model import EncoderConfig, StreamRecModel
@@ -32,7 +29,6 @@ from encoders.ranker import Ranker, RankerConfig
 from streamrec.events.schema import EVENT_TYPES, Event, Item
 from streamrec.features.user_state import FeatureLimits, UserState
 from streamrec.recommend.candidates import FEATURES
-from streamrec.recommend.candidates_reference import build_candidates_reference
 from streamrec.recommend.engine import Job, Recommender
 from streamrec.settings import load_settings
 
@@ -83,17 +79,14 @@ def main() -> None:
         ]
         for b, u in enumerate(users)
     ]
-    serving_build = engine.build_candidates
     systems = {
-        "model retrieval alone": (base, serving_build),
-        "retrieval + candidates + ranker": (ranked, serving_build),
-        "  the same, reference candidate builder": (ranked, build_candidates_reference),
-        "heuristic (no model)": (None, serving_build),
+        "model retrieval alone": (base, "auto"),
+        "retrieval + candidates + ranker": (ranked, "auto"),
+        "heuristic (no model)": (None, "auto"),
     }
     results: dict[str, list[float]] = {}
-    for name, (model, build) in tqdm(systems.items(), desc="systems"):
-        engine.build_candidates = build  # type: ignore[assignment]
-        s = settings.replace(recs={"source": "auto"})
+    for name, (model, source) in tqdm(systems.items(), desc="systems"):
+        s = settings.replace(recs={"source": source})
         rec = Recommender(s, model)
         rec.upsert_items(catalog)
         states = {u: UserState() for u in users}
@@ -120,7 +113,6 @@ def main() -> None:
             times.append(time.perf_counter() - t0)
         results[name] = [t / args.users * 1e6 for t in times]
         rec.catalog.retriever.close()
-    engine.build_candidates = serving_build
     ref = statistics.median(results["model retrieval alone"])
     print(
         f"\n{args.items:,} items, {args.users} users per batch, {args.history}-event histories, "

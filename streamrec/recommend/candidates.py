@@ -18,7 +18,7 @@ numpy: the worker, replay and the offline evaluation all call ``build_candidates
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -120,82 +120,86 @@ def build_candidates(
     as (item, log2 score), best first; ``model_lists`` the model's retrieval per user (best
     first), or None without a model; ``listable`` says whether an item may be listed at all
     (available in the catalog). Model scores are set afterwards (``set_model_scores``) for
-    every row, from whichever source it came.
-
-    The serving hot path (a list every event): per user only dict operations pick the items,
-    and the feature matrix of the whole batch is filled by column in numpy. The row-by-row
-    reference (``streamrec.recommend.candidates_reference``) is what it must equal."""
+    every row, from whichever source it came."""
     batch = CandidateBatch()
-    n_recent, n_covisit, n_model = cfg.recent, cfg.covisit, cfg.model
-    popular_items = [i for i, _ in popular[: cfg.popular]]
-    pop_get = {i: s for i, s in popular}.get
-    nan = math.nan
-    items, sources, users = batch.item_ids, batch.sources, batch.users
-    # per row: (recency rank in its user's history, rank in the model's retrieval, rank among
-    # the co-visitation neighbours, co-visitation score, popularity); -1 / 0 / nan: none
-    per_row: list[tuple[int, int, int, float, float]] = []
-    # per distinct history item of each user, in recency order (rows' hist_rank points here)
-    h_ts: list[float] = []
-    h_counts: list[list[int]] = []
-    h_code: list[int] = []
-    h_base: list[int] = []  # per user: where its history items start in h_*
-    nows: list[float] = []
+    rows: list[list[float]] = []
+    pop_top = popular[0][1] if popular else 0.0
+    pop_score = {i: s for i, s in popular}
+    sentinels = (math.log1p(cfg.model + 1), math.log1p(cfg.recent + 1), math.log1p(cfg.covisit + 1))
     for b, ctx in enumerate(contexts):
-        order, rank_of, ts, counts, codes = _history_index(ctx.history)
-        h_base.append(len(h_ts))
-        h_ts += ts
-        h_counts += counts
-        h_code += codes
-        nows.append(ctx.now)
-        bits = dict.fromkeys(order[:n_recent], 1)
-        cvs: dict[str, float] = {}
-        cvr: dict[str, int] = {}
+        stats = _history_stats(ctx.history)
+        recent = list(stats)  # the stats are keyed newest first: the recent items
+        block = _UserBlock(batch, rows, b, ctx, cfg, listable)
+        for item in recent[: cfg.recent]:
+            block.add(item, "recent", stats, pop_score, pop_top, sentinels)
         if covisit is not None:
-            neighbours = covisit.for_user(order, n_covisit)
-            for rank, (item, score) in enumerate(sorted(neighbours.items(), key=_minus_weight)):
-                bits[item] = bits.get(item, 0) | 2
-                cvs[item] = score
-                cvr[item] = rank
-        mr: dict[str, int] = {}
+            neighbours = covisit.for_user(recent, cfg.covisit)
+            ranked = sorted(neighbours.items(), key=lambda kv: -kv[1])
+            for rank, (item, score) in enumerate(ranked):
+                row = block.add(item, "covisit", stats, pop_score, pop_top, sentinels)
+                if row is not None:
+                    row[F["covisit"]] = score
+                    row[F["covisit_rank"]] = math.log1p(rank)
         if model_lists is not None:
-            for rank, (item, _) in enumerate(model_lists[b][:n_model]):
-                bits[item] = bits.get(item, 0) | 4
-                mr[item] = rank
-        for item in popular_items:
-            bits[item] = bits.get(item, 0) | 8
-        banned = ctx.excluded | (ctx.purchased if cfg.exclude_purchased else frozenset())
-        if banned:
-            for item in banned if len(banned) < len(bits) else [i for i in bits if i in banned]:
-                bits.pop(item, None)
-        if listable is not None:
-            for item in [i for i in bits if not listable(i)]:
-                del bits[item]
-        mine = list(bits)
-        items += mine
-        sources += bits.values()
-        users += [b] * len(mine)
-        hist, model, cv_r, cv_s = rank_of.get, mr.get, cvr.get, cvs.get
-        per_row += [
-            (hist(i, -1), model(i, -1), cv_r(i, -1), cv_s(i, 0.0), pop_get(i, nan)) for i in mine
-        ]
-        batch.offsets.append(len(items))
-    if items:
-        batch.features = _feature_matrix(
-            cfg, popular, users, per_row,
-            (h_ts, h_counts, h_code, h_base), nows,
-        )  # fmt: skip
+            for rank, (item, _) in enumerate(model_lists[b][: cfg.model]):
+                row = block.add(item, "model", stats, pop_score, pop_top, sentinels)
+                if row is not None:
+                    row[F["model_rank"]] = math.log1p(rank)
+        for item, _ in popular[: cfg.popular]:
+            block.add(item, "popular", stats, pop_score, pop_top, sentinels)
+        batch.offsets.append(len(batch.item_ids))
+    if rows:
+        batch.features = np.asarray(rows, dtype=np.float32)
     return batch
 
 
-def _minus_weight(kv: tuple[str, float]) -> float:
-    return -kv[1]
+class _UserBlock:
+    """One user's candidates while they are collected: each item once, with the bits of every
+    source that proposed it."""
+
+    def __init__(
+        self,
+        batch: CandidateBatch,
+        rows: list[list[float]],
+        user: int,
+        ctx: UserContext,
+        cfg: CandidateConfig,
+        listable: Callable[[str], bool] | None,
+    ) -> None:
+        self.batch, self.rows, self.user, self.now = batch, rows, user, ctx.now
+        self.start = len(batch.item_ids)
+        self.chosen: dict[str, int] = {}
+        self.banned = ctx.excluded | (ctx.purchased if cfg.exclude_purchased else frozenset())
+        self.listable = listable
+
+    def add(
+        self,
+        item: str,
+        source: str,
+        stats: Mapping[str, tuple[int, float, list[int], int]],
+        pop_score: Mapping[str, float],
+        pop_top: float,
+        sentinels: tuple[float, float, float],
+    ) -> list[float] | None:
+        """The item's feature row (new or already there), or None when it may not be listed."""
+        at = self.chosen.get(item)
+        if at is not None:
+            self.batch.sources[at] |= SOURCE_BITS[source]
+            return self.rows[at]
+        if item in self.banned or (self.listable is not None and not self.listable(item)):
+            return None
+        at = self.chosen[item] = len(self.batch.item_ids)
+        self.batch.item_ids.append(item)
+        self.batch.users.append(self.user)
+        self.batch.sources.append(SOURCE_BITS[source])
+        row = _base_row(item, stats, self.now, pop_score, pop_top, sentinels)
+        self.rows.append(row)
+        return row
 
 
-def _history_index(
-    history: Sequence[Visit],
-) -> tuple[list[str], dict[str, int], list[float], list[list[int]], list[int]]:
-    """The user's distinct items newest first, each one's rank in that order, and per rank the
-    time and type of its newest event and its events per type."""
+def _history_stats(history: Sequence[Visit]) -> dict[str, tuple[int, float, list[int], int]]:
+    """item -> (recency rank among distinct items, last ts, events per type, last type), keyed
+    in recency order (the most recently touched item first)."""
     newest: dict[str, int] = {}  # item -> index of its newest event
     counts: dict[str, list[int]] = {}
     for i, (item, code, _) in enumerate(history):
@@ -205,61 +209,49 @@ def _history_index(
             c = counts[item] = [0, 0, 0]
         c[code] += 1
     order = sorted(newest, key=newest.__getitem__, reverse=True)
-    last = [history[newest[item]] for item in order]
-    return (
-        order,
-        {item: r for r, item in enumerate(order)},
-        [e[2] for e in last],
-        [counts[item] for item in order],
-        [e[1] for e in last],
-    )
+    out = {}
+    for rank, item in enumerate(order):
+        _, code, ts = history[newest[item]]
+        out[item] = (rank, ts, counts[item], code)
+    return out
 
 
-def _feature_matrix(
-    cfg: CandidateConfig,
-    popular: Sequence[tuple[str, float]],
-    users: list[int],
-    per_row: list[tuple[int, int, int, float, float]],
-    history: tuple[list[float], list[list[int]], list[int], list[int]],
-    nows: list[float],
-) -> np.ndarray:
-    """``FEATURES`` of every row, by column; the arithmetic of the reference's rows, in float64
-    before the one cast to float32."""
-    h_ts, h_counts, h_code, h_base = history
-    none_model, none_recent, none_covisit = rank_sentinels(cfg)
-    x = np.zeros((len(users), N_FEATURES), np.float64)
-    cols = np.asarray(per_row, np.float64)
-    mr, cr, pop = cols[:, 1], cols[:, 2], cols[:, 4]
-    x[:, F["model_rank"]] = np.where(mr >= 0, np.log1p(np.maximum(mr, 0)), none_model)
-    x[:, F["covisit"]] = cols[:, 3]
-    x[:, F["covisit_rank"]] = np.where(cr >= 0, np.log1p(np.maximum(cr, 0)), none_covisit)
-    pop_top = popular[0][1] if popular else 0.0
-    known = ~np.isnan(pop)
-    x[:, F["popularity"]] = -1.0
-    x[known, F["popularity"]] = np.maximum(-20.0, pop[known] - pop_top) / 20.0
-    hr = cols[:, 0].astype(np.int64)
-    seen = hr >= 0
-    x[:, F["recency_rank"]] = none_recent
-    x[:, F["age"]] = AGE_NONE
-    if seen.any():
-        u = np.asarray(users, np.int64)[seen]
-        g = np.asarray(h_base, np.int64)[u] + hr[seen]
-        ts = np.asarray(h_ts, np.float64)[g]
-        now = np.asarray(nows, np.float64)[u]
-        counts = np.asarray(h_counts, np.float64).reshape(-1, 3)[g]
-        x[seen, F["in_history"]] = 1.0
-        x[seen, F["recency_rank"]] = np.minimum(np.log1p(hr[seen]), none_recent)
-        x[seen, F["age"]] = np.log1p(np.maximum(0.0, now - ts)) / 10
-        x[seen, F["n_browse"]] = np.log1p(counts[:, 0])
-        x[seen, F["n_click"]] = np.log1p(counts[:, 1])
-        x[seen, F["n_purchase"]] = np.log1p(counts[:, 2])
-        x[seen, F["last_type"]] = np.asarray(h_code, np.float64)[g] + 1.0
-    return x.astype(np.float32)
+_M_RANK, _IN_HIST, _REC_RANK, _AGE = F["model_rank"], F["in_history"], F["recency_rank"], F["age"]
+_N_BROWSE, _N_CLICK, _N_PURCHASE, _LAST_TYPE = (
+    F["n_browse"], F["n_click"], F["n_purchase"], F["last_type"]
+)  # fmt: skip
+_CV_RANK, _POP = F["covisit_rank"], F["popularity"]
 
 
-def rank_sentinels(cfg: CandidateConfig) -> tuple[float, float, float]:
-    """Feature values past the end of the model's, the recent and the co-visitation ranks."""
-    return math.log1p(cfg.model + 1), math.log1p(cfg.recent + 1), math.log1p(cfg.covisit + 1)
+def _base_row(
+    item: str,
+    stats: Mapping[str, tuple[int, float, list[int], int]],
+    now: float,
+    pop_score: Mapping[str, float],
+    pop_top: float,
+    sentinels: tuple[float, float, float],
+) -> list[float]:
+    none_model, none_recent, none_covisit = sentinels
+    st = stats.get(item)
+    pop = pop_score.get(item)
+    row = [0.0] * N_FEATURES
+    row[_M_RANK] = none_model
+    row[_CV_RANK] = none_covisit
+    row[_POP] = -1.0 if pop is None else max(-20.0, pop - pop_top) / 20.0
+    if st is None:
+        row[_REC_RANK] = none_recent
+        row[_AGE] = AGE_NONE
+    else:
+        rank, ts, counts, code = st
+        log1p = math.log1p
+        row[_IN_HIST] = 1.0
+        row[_REC_RANK] = min(log1p(rank), none_recent)
+        row[_AGE] = log1p(max(0.0, now - ts)) / 10
+        row[_N_BROWSE] = log1p(counts[0])
+        row[_N_CLICK] = log1p(counts[1])
+        row[_N_PURCHASE] = log1p(counts[2])
+        row[_LAST_TYPE] = code + 1.0
+    return row
 
 
 def heuristic_scores(batch: CandidateBatch) -> np.ndarray:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import random
 
 import numpy as np
 import pytest
@@ -18,7 +17,6 @@ from streamrec.recommend.candidates import (
     heuristic_scores,
     source_scores,
 )
-from streamrec.recommend.candidates_reference import build_candidates_reference
 
 T = 1.7e9
 HISTORY = [("a", 0, T), ("b", 1, T + 10), ("a", 1, T + 20), ("c", 2, T + 30)]
@@ -65,46 +63,3 @@ def test_heuristic_lists_recent_then_covisitation_then_popularity():
     assert [i for i, _ in tops[0]] == ["c", "a", "b", "z", "p"] == [i for i, _ in tops[1]]
     recent = batch.top(source_scores(batch, "recent"), 10)[0]
     assert [i for i, s in recent if np.isfinite(s)] == ["c", "a", "b"]
-
-
-@pytest.mark.parametrize("seed", range(6))
-def test_the_serving_build_equals_the_row_by_row_reference(seed: int) -> None:
-    """Random users over a small catalog, so sources overlap: histories with repeats, bought and
-    excluded items, unlistable items, model lists reaching into the history."""
-    rng = random.Random(seed)
-    catalog = [f"i{n}" for n in range(rng.choice([5, 40, 300]))]
-    cv = CoVisitation()
-    for _ in range(50):
-        cv.observe_sequence(
-            [(rng.choice(catalog), rng.randrange(3), T + 60 * k) for k in range(rng.randrange(12))]
-        )
-    contexts = []
-    for _ in range(rng.randrange(1, 20)):
-        n = rng.choice([0, 1, 3, 30, 100])
-        history = [(rng.choice(catalog), rng.randrange(3), T + 7.5 * k) for k in range(n)]
-        bought = frozenset(i for i, c, _ in history if c == 2)
-        excluded = frozenset(rng.sample(catalog, min(len(catalog), rng.randrange(3))))
-        now = history[-1][2] + rng.choice([0.0, 5.0]) if history else T
-        contexts.append(UserContext(history, bought, now, excluded))
-    popular = sorted(
-        ((i, rng.uniform(-30, 5)) for i in rng.sample(catalog, 4)), key=lambda p: -p[1]
-    )
-    model_lists = [
-        [(rng.choice(catalog), rng.random()) for _ in range(rng.randrange(60))] for _ in contexts
-    ]
-    unlisted = set(rng.sample(catalog, len(catalog) // 7))
-    for cfg in (CandidateConfig(), CandidateConfig(recent=3, covisit=4, model=5, popular=2,
-                                                   exclude_purchased=False)):  # fmt: skip
-        for args in (
-            (cv, popular, model_lists, lambda i: i not in unlisted),
-            (None, [], None, None),
-            (cv, popular, None, None),
-        ):
-            fast = build_candidates(contexts, cfg, *args)
-            ref = build_candidates_reference(contexts, cfg, *args)
-            assert fast.item_ids == ref.item_ids
-            assert fast.users == ref.users and fast.offsets == ref.offsets
-            assert fast.sources == ref.sources
-            assert fast.features.dtype == ref.features.dtype == np.float32
-            np.testing.assert_allclose(fast.features, ref.features, rtol=1e-6, atol=1e-7)
-    assert len(fast) > 0  # the comparison above saw rows
