@@ -26,7 +26,7 @@ from encoders.evaluate import leave_one_out
 from encoders.ranker import RankerTrainConfig, fit_ranker
 from streamrec.datasets import load_dataset
 from streamrec.quality import HEURISTICS
-from streamrec.recommend.candidates import FEATURES, CandidateBatch
+from streamrec.recommend.candidates import FEATURES, CandidateBatch, F
 from streamrec.recommend.offline import (
     Case,
     ListProtocol,
@@ -38,6 +38,7 @@ from streamrec.recommend.offline import (
 from streamrec.settings import load_settings
 
 Blocks = list[tuple[CandidateBatch, list[int]]]
+RELATIVE = ("model_score_vs_best", "covisit_vs_best")
 CONTEXT = ("user_last_browse", "user_last_click", "user_last_purchase", "user_gap", "user_len")
 TYPE_WEIGHTS = (1.0, 2.0, 4.0)  # browse, click, purchase: the co-visitation weights
 
@@ -56,6 +57,19 @@ def context_columns(cases: Sequence[Case], blocks: Blocks) -> np.ndarray:
             row += [math.log1p(gap) / 10 if gap >= 0 else -0.1, math.log1p(len(history)) / 5]
             out.extend([row] * (batch.offsets[b + 1] - batch.offsets[b]))
     return np.asarray(out, np.float32).reshape(-1, len(CONTEXT))
+
+
+def relative_columns(blocks: Blocks) -> np.ndarray:
+    """Per row, its model and co-visitation scores minus the best of its user's candidates: a
+    row scorer sees a candidate alone, and these say how it stands among the others."""
+    out = []
+    for batch, _ in blocks:
+        f = batch.features
+        for b in range(batch.n_users):
+            lo, hi = batch.offsets[b], batch.offsets[b + 1]
+            part = f[lo:hi][:, [F["model_score"], F["covisit"]]]
+            out.append(part - part.max(0, keepdims=True))
+    return np.concatenate(out).astype(np.float32)
 
 
 def flatten(blocks: Blocks) -> tuple[np.ndarray, list[int], list[int]]:
@@ -106,18 +120,25 @@ def main() -> int:
     vc, tc = context_columns(valid, vb), context_columns(test, tb)
     weights = [TYPE_WEIGHTS[t[1]] for _, t in valid]
     variants = {
-        "as fit by streamrec train": (vx, tx, FEATURES, None),
+        "as fit by streamrec train": (vx, tx, FEATURES, None, 32),
         "+ user context columns": (
-            np.concatenate([vx, vc], 1), np.concatenate([tx, tc], 1), FEATURES + CONTEXT, None
+            np.concatenate([vx, vc], 1), np.concatenate([tx, tc], 1), FEATURES + CONTEXT, None, 32
         ),
-        "loss weighted by next type (1/2/4)": (vx, tx, FEATURES, weights),
+        "loss weighted by next type (1/2/4)": (vx, tx, FEATURES, weights, 32),
+        "+ scores relative to the user's best candidate": (
+            np.concatenate([vx, relative_columns(vb)], 1),
+            np.concatenate([tx, relative_columns(tb)], 1),
+            FEATURES + RELATIVE, None, 32,
+        ),
+        "hidden 64": (vx, tx, FEATURES, None, 64),
     }  # fmt: skip
     seeds = [int(s) for s in args.seeds.split(",") if s]
     results: dict[str, list[float]] = {}
     with tqdm(total=len(variants) * len(seeds), desc="ranker fits") as bar:
-        for name, (x, txx, names, w) in variants.items():
+        for name, (x, txx, names, w, hidden) in variants.items():
             for seed in seeds:
-                ranker, _ = fit_ranker(x, vo, vl, names, RankerTrainConfig(seed=seed), weights=w)
+                cfg = RankerTrainConfig(seed=seed)
+                ranker, _ = fit_ranker(x, vo, vl, names, cfg, hidden=hidden, weights=w)
                 results.setdefault(name, []).append(ndcg10(test_ranks(ranker.score(txx), to, tl)))
                 bar.update()
     ceiling = float(np.mean([lab >= 0 for lab in tl]))

@@ -140,6 +140,7 @@ class RetrievalSettings:
     hnsw_ef_search: int
     target_recall: float
     max_unlisted_items: int
+    save_graph: bool
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,7 @@ from streamrec.events.validate import Limits, Message, Rejection, validate_messa
 from streamrec.features.user_state import FeatureLimits, UserState
 from streamrec.recommend.catalog import embed
 from streamrec.recommend.engine import Job, Recommender
+from streamrec.retrieve.graph_store import GraphStore
 from streamrec.settings import Settings
 from streams.acks import InOrderAcks
 from streams.app import create_app
@@ -119,7 +120,12 @@ class Worker:
         self._next_offset: dict[TP, int] = {}
         if model is None:
             model = load_model(settings.model.checkpoint)
-        self.recommender = Recommender(settings, model)
+        # The item graph is saved beside the worker's tables: a restart loads it (seconds)
+        # instead of building it (minutes at a million items).
+        store = GraphStore(Path(settings.app.datadir) / "item-graph")
+        self.recommender = Recommender(
+            settings, model, store if settings.retrieval.save_graph else None
+        )
         self._model_mtime = self._checkpoint_mtime()
         self.batcher: MicroBatcher[tuple[Job, Any]] = MicroBatcher(
             self._publish, settings.recs.batch_max, settings.recs.batch_wait_ms / 1e3

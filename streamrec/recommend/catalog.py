@@ -11,6 +11,7 @@ import torch
 
 from encoders.checkpoint import TrainedModel
 from streamrec.events.schema import Item
+from streamrec.retrieve.graph_store import GraphStore
 from streamrec.retrieve.index import ItemIndex
 from streamrec.retrieve.retriever import RetrievalConfig, Retriever
 
@@ -50,13 +51,15 @@ class Catalog:
         model: TrainedModel | None,
         dim: int | None = None,
         retrieval: RetrievalConfig | None = None,
+        graph_store: GraphStore | None = None,
     ) -> None:
         self.model = model
+        self.graph_store = graph_store
         self.items: dict[str, Item] = {}
         d = model.config.d_model if model is not None else (dim or 1)
         self.index = ItemIndex(d)
         self.retrieval = retrieval or RetrievalConfig()
-        self.retriever = Retriever(self.index, self.retrieval)
+        self.retriever = Retriever(self.index, self.retrieval, graph_store)
         # Rows of items seen in events but not in the catalog, least recently seen first.
         self.unlisted: OrderedDict[str, int] = OrderedDict()
         self.unlisted_reused = 0
@@ -156,7 +159,7 @@ class Catalog:
             for item_id in old.ids:
                 self.index.upsert(item_id, None, old.is_available(item_id))
             self.retriever.close()
-            self.retriever = Retriever(self.index, self.retrieval)
+            self.retriever = Retriever(self.index, self.retrieval, self.graph_store)
         ids = snapshot.ids
         if ids and vectors is not None:
             self.index.set_vectors(torch.arange(len(ids)), vectors)

@@ -30,6 +30,7 @@ from streamrec.recommend.candidates import (
     source_scores,
 )
 from streamrec.recommend.catalog import Catalog, CatalogSnapshot
+from streamrec.retrieve.graph_store import GraphStore
 from streamrec.retrieve.hnsw import HnswParams
 from streamrec.retrieve.retriever import RetrievalConfig
 from streamrec.settings import Settings
@@ -94,7 +95,12 @@ def retrieval_config(settings: Settings) -> RetrievalConfig:
 
 
 class Recommender:
-    def __init__(self, settings: Settings, model: TrainedModel | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        model: TrainedModel | None = None,
+        graph_store: GraphStore | None = None,
+    ) -> None:
         self.settings = settings
         self.k = settings.recs.k
         self.source = settings.recs.source
@@ -104,7 +110,7 @@ class Recommender:
             max_items=settings.features.popularity_max_items,
         )
         self.covisit = CoVisitation(covisit_config(settings))
-        self.catalog = Catalog(model, retrieval=retrieval_config(settings))
+        self.catalog = Catalog(model, retrieval=retrieval_config(settings), graph_store=graph_store)
         self.model: TrainedModel | None = None
         self.encoder: IncrementalEncoder | None = None
         self.set_model(model)

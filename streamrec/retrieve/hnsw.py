@@ -27,18 +27,33 @@ class HnswParams:
 class HnswGraph:
     def __init__(self, vectors: np.ndarray, rows: np.ndarray, params: HnswParams) -> None:
         """Index ``vectors`` [n, d] (float32), answering with ``rows`` [n] (int64) as ids."""
+        base = faiss.IndexHNSWFlat(vectors.shape[1], params.m, faiss.METRIC_INNER_PRODUCT)
+        base.hnsw.efConstruction = params.ef_construction
+        faiss.omp_set_num_threads(params.threads)  # OpenMP: for this (building) thread only
+        base.add(np.ascontiguousarray(vectors, dtype=np.float32))
+        self._init(base, rows, params)
+
+    def _init(self, base: faiss.IndexHNSWFlat, rows: np.ndarray, params: HnswParams) -> None:
         self.params = params
         self.ef_search = params.ef_search
         self.recall = float("nan")  # measured by calibrate(); nan until then
-        self.size = int(rows.shape[0])
-        base = faiss.IndexHNSWFlat(vectors.shape[1], params.m, faiss.METRIC_INNER_PRODUCT)
-        base.hnsw.efConstruction = params.ef_construction
         self._base = base
-        self._index = faiss.IndexIDMap(base)
-        faiss.omp_set_num_threads(params.threads)  # OpenMP: for this (building) thread only
-        self._index.add_with_ids(
-            np.ascontiguousarray(vectors, dtype=np.float32), rows.astype(np.int64)
-        )
+        # graph position -> catalog row; -1 for a position whose item is gone (a reloaded graph)
+        self.rows = np.ascontiguousarray(rows, dtype=np.int64)
+        self.size = int(self.rows.shape[0])
+
+    @classmethod
+    def from_index(
+        cls, base: faiss.IndexHNSWFlat, rows: np.ndarray, params: HnswParams
+    ) -> HnswGraph:
+        """A graph around an index built before (``streamrec.retrieve.graph_store``)."""
+        graph = cls.__new__(cls)
+        graph._init(base, rows, params)
+        return graph
+
+    @property
+    def index(self) -> faiss.IndexHNSWFlat:
+        return self._base
 
     @property
     def bytes(self) -> int:
@@ -50,8 +65,8 @@ class HnswGraph:
         """The ``n`` best rows per query [B, n]; -1 pads when the graph has fewer."""
         ps = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]  # missing from the stubs
         ps.efSearch = max(ef or self.ef_search, n)
-        _, rows = self._index.search(np.ascontiguousarray(queries, dtype=np.float32), n, params=ps)
-        return rows
+        _, pos = self._base.search(np.ascontiguousarray(queries, dtype=np.float32), n, params=ps)
+        return np.where(pos >= 0, self.rows[np.maximum(pos, 0)], -1)
 
 
 def exact_top(

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from streamrec.retrieve.graph_store import GraphStore
 from streamrec.retrieve.hnsw import (
     HnswGraph,
     HnswParams,
@@ -59,21 +60,44 @@ class RetrievalStats:
     graph_builds: int = 0
     graph_build_s: float = 0.0
     stale_rows: int = 0
+    graph_loaded: int = 0  # 1 while the graph serving was loaded from disk, not built here
+    graph_load_s: float = 0.0
+    graph_saves: int = 0
     ef_search: int = 0
     recall_estimate: float = 0.0  # graph recall@k vs the exact scan on calibration queries
     calibrated_on_live_users: int = 0  # 1 once calibrated on served user vectors, not proxies
 
 
+@dataclass
+class _Ready:
+    """A graph to serve: built here (and then saved), or loaded from the store."""
+
+    graph: HnswGraph
+    seconds: float
+    stale: set[int]  # rows the graph does not hold as they are now
+    loaded: bool
+    item_ids: list[str] | None = None  # per graph position, to save it (None: not to be saved)
+
+
 class Retriever:
-    def __init__(self, index: ItemIndex, config: RetrievalConfig | None = None) -> None:
+    def __init__(
+        self,
+        index: ItemIndex,
+        config: RetrievalConfig | None = None,
+        store: GraphStore | None = None,
+    ) -> None:
         self.index = index
         self.config = config or RetrievalConfig()
+        # Where built graphs are saved and the first one is loaded from (None: never on disk).
+        self.store = store
+        self._load_tried = False
+        self._saving: Future[None] | None = None
         set_search_threads(self.config.hnsw.threads)
         self._graph: HnswGraph | None = None
         self._stale: set[int] = set()  # rows the live graph may hold outdated, in addition to
         # the index's change log (rows changed since the snapshot being built or served)
         self._pool: ThreadPoolExecutor | None = None
-        self._building: Future[tuple[HnswGraph, float]] | None = None
+        self._building: Future[_Ready | None] | None = None
         self._calibrating: Future[None] | None = None
         # A sample of served user vectors: calibration queries that look like real traffic.
         self._recent: deque[np.ndarray] = deque(maxlen=CALIBRATION_QUERIES)
@@ -96,10 +120,11 @@ class Retriever:
         return self._stale | self.index.changed
 
     def maintain(self, block: bool = False) -> None:
-        """Swap in a finished graph; start a build when there is none or too much is stale."""
+        """Swap in a finished graph; start a build when there is none or too much is stale (the
+        first time, with a store, load the saved graph instead)."""
         if self._building is not None and (block or self._building.done()):
             try:
-                graph, seconds = self._building.result()
+                ready = self._building.result()
             except Exception:
                 # Serving goes on with the exact scan (slower, never wrong).
                 log.exception("building the item graph failed; scanning exactly from now on")
@@ -107,20 +132,8 @@ class Retriever:
                 self.config = replace(self.config, method="exact")
                 return
             self._building = None
-            self._graph = graph
-            self._stale = set()
-            self.stats.graph_builds += 1
-            self.stats.graph_build_s = seconds
-            self.stats.graph_items = graph.size
-            self._record_calibration()
-            log.info(
-                "item graph ready: %d items, built in %.1f s, ef_search %d, recall@%d %.3f",
-                graph.size,
-                seconds,
-                graph.ef_search,
-                self.config.k,
-                graph.recall,
-            )
+            if ready is not None:  # None: no saved graph fits; the build below starts
+                self._install(ready)
         if self._calibrating is not None and self._calibrating.done():
             self._calibrating = None
             self._record_calibration()
@@ -135,9 +148,45 @@ class Retriever:
             return
         limit = self.config.rebuild_fraction * len(self.index)
         if self._graph is None or len(self._stale_rows()) > limit:
-            self._start_build()
+            if self._graph is None and self.store is not None and not self._load_tried:
+                self._start_load(self.store)
+            else:
+                self._start_build()
             if block:
                 self.maintain(block=True)
+
+    def _install(self, ready: _Ready) -> None:
+        graph = ready.graph
+        self._graph = graph
+        self._stale = ready.stale
+        loaded = ready.loaded
+        self.stats.graph_loaded = int(loaded)
+        if loaded:
+            self.stats.graph_load_s = ready.seconds
+        else:
+            self.stats.graph_builds += 1
+            self.stats.graph_build_s = ready.seconds
+        self.stats.graph_items = graph.size
+        self._record_calibration()
+        log.info(
+            "item graph ready: %d items, %s in %.1f s, ef_search %d, recall@%d %.3f",
+            graph.size,
+            "loaded" if loaded else "built",
+            ready.seconds,
+            graph.ef_search,
+            self.config.k,
+            graph.recall,
+        )
+        if self.store is not None and ready.item_ids is not None:
+            assert self._pool is not None
+            self._saving = self._pool.submit(self._save, self.store, graph, ready.item_ids)
+
+    def _save(self, store: GraphStore, graph: HnswGraph, item_ids: list[str]) -> None:
+        try:
+            store.save(graph, item_ids)
+            self.stats.graph_saves += 1
+        except Exception:  # a restart then builds again: slower, never wrong
+            log.exception("saving the item graph to %s failed", store.directory)
 
     def _record_calibration(self) -> None:
         if self._graph is not None:
@@ -175,14 +224,41 @@ class Retriever:
         assert self._pool is not None
         self._calibrating = self._pool.submit(run)
 
-    def _start_build(self) -> None:
+    def _snapshot(self) -> tuple[np.ndarray, np.ndarray]:
         vectors, rows = self.index.snapshot()
-        queries, self._on_live = self._queries(vectors)
         # Changes from here on are relative to the new snapshot; the graph still serving is also
         # stale for what changed before it.
         self._stale |= self.index.take_changes()
         if self._pool is None:
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="hnsw-build")
+        return vectors, rows
+
+    def _start_load(self, store: GraphStore) -> None:
+        self._load_tried = True
+        vectors, rows = self._snapshot()
+        ids = self.index.ids
+        item_ids = [ids[r] for r in rows.tolist()]
+        self._on_live = False  # its recall is re-measured on served users
+        params = self.config.hnsw
+
+        def load() -> _Ready | None:
+            try:
+                loaded = store.load(vectors, rows, item_ids, params)
+            except Exception:
+                log.exception("loading the saved item graph failed; building one instead")
+                return None
+            if loaded is None:
+                return None
+            return _Ready(loaded.graph, loaded.seconds, loaded.stale, loaded=True)
+
+        assert self._pool is not None
+        self._building = self._pool.submit(load)
+
+    def _start_build(self) -> None:
+        vectors, rows = self._snapshot()
+        queries, self._on_live = self._queries(vectors)
+        ids = self.index.ids
+        item_ids = [ids[r] for r in rows.tolist()] if self.store is not None else None
         params = self.config.hnsw
         if self._graph is None:
             # Nothing is served from a graph yet (the worker waits for it): build on every core.
@@ -190,15 +266,21 @@ class Retriever:
 
         k = self.config.k
 
-        def build() -> tuple[HnswGraph, float]:
+        def build() -> _Ready:
             t0 = time.perf_counter()
             graph = HnswGraph(vectors, rows, params)
             calibrate(graph, rows[exact_top(vectors, queries, k)], queries, k)
-            return graph, time.perf_counter() - t0
+            return _Ready(graph, time.perf_counter() - t0, set(), False, item_ids)
 
+        assert self._pool is not None
         self._building = self._pool.submit(build)
 
     def close(self) -> None:
+        """Stop the background work; a save under way or queued is finished first (seconds, where
+        the rebuild it spares the next start takes minutes)."""
+        if self._saving is not None:
+            self._saving.result()
+            self._saving = None
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None

@@ -11,6 +11,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from streamrec.features.user_state import UserState
+from streamrec.wait import wait_until
 from streams.topics import create_topics
 from tests.integration.worker_proc import (
     WorkerProcess,
@@ -306,3 +307,66 @@ def test_worker_on_a_bare_cluster_creates_its_topics_with_their_configs(
         assert set(partitions.values()) == {3}
     finally:
         worker.stop()
+
+
+def _gauges(worker: WorkerProcess, s) -> dict[str, float]:
+    url = f"http://{s.app.web_host}:{s.app.web_port}/metrics/"
+    with urllib.request.urlopen(url, timeout=5) as r:
+        text = r.read().decode()
+    return {
+        x.name: x.value
+        for f in text_string_to_metric_families(text)
+        for x in f.samples
+        if not x.labels
+    }
+
+
+def test_restarted_worker_loads_its_item_graph_instead_of_building_it(
+    kafka_bootstrap, unique_name, tmp_path, trained_world
+):
+    world = trained_world.world
+    s = make_settings(
+        kafka_bootstrap, unique_name("graph"), tmp_path, checkpoint=str(trained_world.checkpoint)
+    ).replace(retrieval={"method": "hnsw"})
+    create_topics(s)
+    send_items(s, world.items)
+    available = sum(1 for it in world.items if it["available"])
+    a = WorkerProcess(s, tmp_path / "a.log").start()
+    try:
+        a.wait_healthy()
+        g = _gauges(a, s)
+        assert g["streamrec_retrieval_graph_builds"] == 1, a.log_tail()
+        assert g["streamrec_retrieval_graph_loaded"] == 0
+        assert g["streamrec_retrieval_graph_items"] == available
+        wait_until(
+            lambda: _gauges(a, s)["streamrec_retrieval_graph_saves"] == 1,
+            timeout_s=30,
+            what="the item graph saved",
+        )
+    finally:
+        assert a.stop() == 0
+    assert (tmp_path / "worker" / "item-graph" / "graph.json").exists()
+    b = WorkerProcess(s, tmp_path / "b.log").start()
+    try:
+        b.wait_healthy()
+        g = _gauges(b, s)
+        assert g["streamrec_retrieval_graph_loaded"] == 1, b.log_tail()
+        assert g["streamrec_retrieval_graph_builds"] == 0
+        assert g["streamrec_retrieval_graph_items"] == available
+        assert g["streamrec_retrieval_stale_rows"] == 0
+        # and it serves from it: a list from the model, for an event after the restart
+        chosen = [it["item_id"] for it in world.items if it["available"]][:3]
+        events = _events("g-user", [("browse", i) for i in chosen], time.time(), unique_name("e"))
+        send_events(s, events)
+        last_id = events[-1]["event_id"]
+        records = read_topic(
+            s,
+            s.topics.recommendations,
+            until=lambda rs: any(orjson.loads(r.value)["event_id"] == last_id for r in rs),
+            timeout_s=60,
+        )
+        final = [orjson.loads(r.value) for r in records if r.key == b"g-user"][-1]
+        assert final["source"] == "model" and len(final["items"]) == s.recs.k
+        assert _gauges(b, s)["streamrec_retrieval_ann_queries"] >= 1
+    finally:
+        b.stop()
