@@ -134,7 +134,11 @@ class GraphStore:
         saved = base.reconstruct_n(0, base.ntotal)
         same = np.zeros(len(saved_ids), bool)
         if known.any():
-            same[known] = np.isclose(saved[known], vectors[at[known]], RTOL, ATOL).all(axis=1)
+            mine, now = saved[known], vectors[at[known]]
+            equal = (mine == now).all(axis=1)  # the usual case, and 10x cheaper than isclose
+            near = ~equal
+            equal[near] = np.isclose(mine[near], now[near], RTOL, ATOL).all(axis=1)
+            same[known] = equal
         graph_rows = np.where(same, rows[np.maximum(at, 0)], -1)
         matched = np.zeros(len(ids), bool)
         matched[at[same]] = True
