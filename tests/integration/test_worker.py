@@ -38,6 +38,21 @@ def _events(user, specs, t0, prefix):
     ]
 
 
+def _list_after(s, events, worker: WorkerProcess) -> dict:
+    """Send one user's ``events``; the list published for the last of them."""
+    send_events(s, events)
+    last_id, user = events[-1]["event_id"], events[-1]["user_id"].encode()
+    records = read_topic(
+        s,
+        s.topics.recommendations,
+        until=lambda rs: any(orjson.loads(r.value)["event_id"] == last_id for r in rs),
+        timeout_s=60,
+    )
+    lists = [orjson.loads(r.value) for r in records if r.key == user]
+    assert lists and lists[-1]["event_id"] == last_id, worker.log_tail()
+    return lists[-1]
+
+
 def test_category_shopper_gets_a_list_of_that_category_without_purchases(
     kafka_bootstrap, unique_name, tmp_path, trained_world
 ):
@@ -62,17 +77,7 @@ def test_category_shopper_gets_a_list_of_that_category_without_purchases(
     worker = WorkerProcess(s, tmp_path / "worker.log").start()
     try:
         worker.wait_healthy()
-        send_events(s, events)
-        last_id = events[-1]["event_id"]
-        records = read_topic(
-            s,
-            s.topics.recommendations,
-            until=lambda rs: any(orjson.loads(r.value)["event_id"] == last_id for r in rs),
-            timeout_s=60,
-        )
-        lists = [orjson.loads(r.value) for r in records if r.key == b"shopper-1"]
-        assert lists and lists[-1]["event_id"] == last_id, worker.log_tail()
-        final = lists[-1]
+        final = _list_after(s, events, worker)
         ids = [x["item_id"] for x in final["items"]]
         assert final["source"] == "model" and final["model_version"] != "popularity"
         assert len(ids) == s.recs.k
@@ -357,15 +362,7 @@ def test_restarted_worker_loads_its_item_graph_instead_of_building_it(
         # and it serves from it: a list from the model, for an event after the restart
         chosen = [it["item_id"] for it in world.items if it["available"]][:3]
         events = _events("g-user", [("browse", i) for i in chosen], time.time(), unique_name("e"))
-        send_events(s, events)
-        last_id = events[-1]["event_id"]
-        records = read_topic(
-            s,
-            s.topics.recommendations,
-            until=lambda rs: any(orjson.loads(r.value)["event_id"] == last_id for r in rs),
-            timeout_s=60,
-        )
-        final = [orjson.loads(r.value) for r in records if r.key == b"g-user"][-1]
+        final = _list_after(s, events, b)
         assert final["source"] == "model" and len(final["items"]) == s.recs.k
         assert _gauges(b, s)["streamrec_retrieval_ann_queries"] >= 1
     finally:
