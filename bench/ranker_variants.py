@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from encoders.checkpoint import load_checkpoint
 from encoders.evaluate import leave_one_out
+from encoders.metrics import at_k
 from encoders.ranker import RankerTrainConfig, fit_ranker
 from streamrec.datasets import load_dataset
 from streamrec.quality import HEURISTICS
@@ -33,6 +34,7 @@ from streamrec.recommend.offline import (
     ListState,
     as_cases,
     candidates_for,
+    flatten_blocks,
     ranks_of,
 )
 from streamrec.settings import load_settings
@@ -72,30 +74,12 @@ def relative_columns(blocks: Blocks) -> np.ndarray:
     return np.concatenate(out).astype(np.float32)
 
 
-def flatten(blocks: Blocks) -> tuple[np.ndarray, list[int], list[int]]:
-    features = np.concatenate([b.features for b, _ in blocks])
-    offsets, labels, base = [0], [], 0
-    for batch, labs in blocks:
-        offsets.extend(base + o for o in batch.offsets[1:])
-        labels.extend(base + lab if lab >= 0 else -1 for lab in labs)
-        base += len(batch)
-    return features, offsets, labels
-
-
-def ndcg10(ranks: np.ndarray) -> float:
-    r = np.asarray(ranks, np.float64)
-    return float(np.where(r < 10, 1.0 / np.log2(np.minimum(r, 1e6) + 2.0), 0.0).mean())
-
-
-def test_ranks(scores: np.ndarray, offsets: Sequence[int], labels: Sequence[int]) -> np.ndarray:
-    out = []
-    for b, lab in enumerate(labels):
-        if lab < 0:
-            out.append(1 << 30)
-            continue
-        s = scores[offsets[b] : offsets[b + 1]]
-        out.append(int((s > scores[lab]).sum() + (s == scores[lab]).sum() - 1))
-    return np.asarray(out)
+def ndcg10(blocks: Blocks, scores: np.ndarray) -> float:
+    """Test NDCG@10 of flat per-row ``scores`` over ``blocks``, ranked as every evaluation
+    ranks (``ranks_of``: ties pessimistic, a next item no source found is a miss)."""
+    parts = iter(np.split(scores, np.cumsum([len(batch) for batch, _ in blocks])[:-1]))
+    ranks = ranks_of(blocks, lambda _batch: next(parts))
+    return at_k(torch.from_numpy(ranks), (10,))["ndcg@10"]
 
 
 def main() -> int:
@@ -113,10 +97,13 @@ def main() -> int:
     valid, test = as_cases(split.valid), as_cases(split.test)
     vb = candidates_for(valid, state, protocol, trained, ds.exclude_history)
     tb = candidates_for(test, state, protocol, trained, ds.exclude_history)
-    simple = {name: ndcg10(ranks_of(tb, fn)) for name, fn in HEURISTICS.items()}
+    simple = {
+        name: at_k(torch.from_numpy(ranks_of(tb, fn)), (10,))["ndcg@10"]
+        for name, fn in HEURISTICS.items()
+    }
     best = max(simple.values())
-    vx, vo, vl = flatten(vb)
-    tx, to, tl = flatten(tb)
+    vx, vo, vl = flatten_blocks(vb)
+    tx, _, tl = flatten_blocks(tb)
     vc, tc = context_columns(valid, vb), context_columns(test, tb)
     weights = [TYPE_WEIGHTS[t[1]] for _, t in valid]
     variants = {
@@ -139,7 +126,7 @@ def main() -> int:
             for seed in seeds:
                 cfg = RankerTrainConfig(seed=seed)
                 ranker, _ = fit_ranker(x, vo, vl, names, cfg, hidden=hidden, weights=w)
-                results.setdefault(name, []).append(ndcg10(test_ranks(ranker.score(txx), to, tl)))
+                results.setdefault(name, []).append(ndcg10(tb, ranker.score(txx)))
                 bar.update()
     ceiling = float(np.mean([lab >= 0 for lab in tl]))
     print(f"\n{ds.describe()}; {protocol.describe()}; checkpoint {args.checkpoint}\n")

@@ -122,10 +122,10 @@ class Worker:
             model = load_model(settings.model.checkpoint)
         # The item graph is saved beside the worker's tables: a restart loads it (seconds)
         # instead of building it (minutes at a million items).
-        store = GraphStore(Path(settings.app.datadir) / "item-graph")
-        self.recommender = Recommender(
-            settings, model, store if settings.retrieval.save_graph else None
-        )
+        store = None
+        if settings.retrieval.save_graph:
+            store = GraphStore(Path(settings.app.datadir) / "item-graph")
+        self.recommender = Recommender(settings, model, store)
         self._model_mtime = self._checkpoint_mtime()
         self.batcher: MicroBatcher[tuple[Job, Any]] = MicroBatcher(
             self._publish, settings.recs.batch_max, settings.recs.batch_wait_ms / 1e3

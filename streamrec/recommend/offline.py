@@ -213,6 +213,15 @@ def fit_ranker_on(
     """The ranker for ``trained``, fit on ``cases``: events the encoder did not train on (its
     model-score feature would be optimistic on the others)."""
     blocks = candidates_for(cases, state, protocol, trained, exclude_history)
+    features, offsets, labels = flatten_blocks(blocks)
+    return fit_ranker(features, offsets, labels, FEATURES, RankerTrainConfig(seed=seed))
+
+
+def flatten_blocks(
+    blocks: Sequence[tuple[CandidateBatch, list[int]]],
+) -> tuple[np.ndarray, list[int], list[int]]:
+    """``candidates_for``'s blocks as one case list, as ``fit_ranker`` takes them: all feature
+    rows, each case's first row (and the end), each case's label row (-1: no candidate)."""
     features = np.concatenate([b.features for b, _ in blocks])
     offsets: list[int] = [0]
     labels: list[int] = []
@@ -221,4 +230,4 @@ def fit_ranker_on(
         offsets.extend(base + o for o in batch.offsets[1:])
         labels.extend(base + lab if lab >= 0 else -1 for lab in labs)
         base += len(batch)
-    return fit_ranker(features, offsets, labels, FEATURES, RankerTrainConfig(seed=seed))
+    return features, offsets, labels

@@ -26,7 +26,6 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import faiss
@@ -44,13 +43,6 @@ MIN_MATCHED = 0.5
 # Vectors within this of the saved ones count as unchanged: the tower run on another batch
 # split may differ in the last bits, which moves no item in the graph's neighbourhoods.
 ATOL, RTOL = 1e-5, 1e-4
-
-
-@dataclass
-class LoadedGraph:
-    graph: HnswGraph
-    stale: set[int]  # catalog rows the graph does not hold as they are now
-    seconds: float
 
 
 def _sha256(path: Path) -> str:
@@ -100,12 +92,12 @@ class GraphStore:
 
     def load(
         self, vectors: np.ndarray, rows: np.ndarray, ids: Sequence[str], params: HnswParams
-    ) -> LoadedGraph | None:
+    ) -> tuple[HnswGraph, set[int]] | None:
         """The saved graph matched to the catalog's available items now: ``vectors`` [n, d]
-        with their ``rows`` [n] and item ``ids`` [n] (``ItemIndex.snapshot``). None when there
-        is none, or it does not fit (another dimension or degree, a bad file, too little of
-        the catalog in it)."""
-        t0 = time.perf_counter()
+        with their ``rows`` [n] and item ``ids`` [n] (``ItemIndex.snapshot``), and the catalog
+        rows it does not hold as they are now (to scan exactly). None when there is none, or it
+        does not fit (another dimension or degree, a bad file, too little of the catalog in
+        it)."""
         try:
             meta = json.loads(self._meta.read_bytes())
         except FileNotFoundError:
@@ -155,17 +147,14 @@ class GraphStore:
         graph.ef_search = max(params.ef_search, int(meta["ef_search"]))
         graph.recall = float("nan") if meta.get("recall") is None else float(meta["recall"])
         stale = {int(r) for r in rows[~matched]}
-        seconds = time.perf_counter() - t0
         log.info(
-            "item graph loaded from %s in %.1f s: %d of %d catalog items as saved, %d to scan "
-            "exactly",
+            "item graph in %s matched: %d of %d catalog items as saved, %d to scan exactly",
             self.directory,
-            seconds,
             int(matched.sum()),
             len(ids),
             len(stale),
         )
-        return LoadedGraph(graph, stale, seconds)
+        return graph, stale
 
     def _mismatch(self, meta: dict, dim: int, params: HnswParams) -> str:
         if meta.get("format") != FORMAT:

@@ -224,24 +224,28 @@ class Retriever:
         assert self._pool is not None
         self._calibrating = self._pool.submit(run)
 
-    def _snapshot(self) -> tuple[np.ndarray, np.ndarray]:
+    def _snapshot(self) -> tuple[np.ndarray, np.ndarray, list[str] | None]:
+        """The available rows' vectors and row numbers, and with a store their item ids (what a
+        saved graph is matched by)."""
         vectors, rows = self.index.snapshot()
         # Changes from here on are relative to the new snapshot; the graph still serving is also
         # stale for what changed before it.
         self._stale |= self.index.take_changes()
         if self._pool is None:
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="hnsw-build")
-        return vectors, rows
+        ids = self.index.ids
+        item_ids = [ids[r] for r in rows.tolist()] if self.store is not None else None
+        return vectors, rows, item_ids
 
     def _start_load(self, store: GraphStore) -> None:
         self._load_tried = True
-        vectors, rows = self._snapshot()
-        ids = self.index.ids
-        item_ids = [ids[r] for r in rows.tolist()]
+        vectors, rows, item_ids = self._snapshot()
+        assert item_ids is not None
         self._on_live = False  # its recall is re-measured on served users
         params = self.config.hnsw
 
         def load() -> _Ready | None:
+            t0 = time.perf_counter()
             try:
                 loaded = store.load(vectors, rows, item_ids, params)
             except Exception:
@@ -249,16 +253,15 @@ class Retriever:
                 return None
             if loaded is None:
                 return None
-            return _Ready(loaded.graph, loaded.seconds, loaded.stale, loaded=True)
+            graph, stale = loaded
+            return _Ready(graph, time.perf_counter() - t0, stale, loaded=True)
 
         assert self._pool is not None
         self._building = self._pool.submit(load)
 
     def _start_build(self) -> None:
-        vectors, rows = self._snapshot()
+        vectors, rows, item_ids = self._snapshot()
         queries, self._on_live = self._queries(vectors)
-        ids = self.index.ids
-        item_ids = [ids[r] for r in rows.tolist()] if self.store is not None else None
         params = self.config.hnsw
         if self._graph is None:
             # Nothing is served from a graph yet (the worker waits for it): build on every core.
