@@ -2,10 +2,12 @@
 one model and the same users (``Recommender.recommend``, the worker's call, no Kafka):
 
   model retrieval alone (a checkpoint without ranker)  vs  retrieval + candidates + ranker
-                                                       vs  the heuristic lists (no model)
+      vs  the same with each item's reason ("why", recs.explain: as served)
+      vs  the heuristic lists (no model), without and with reasons
 
 Each timed batch gives every user one new event (an encoder cache hit: the steady state), so
-the difference between the first two rows is what the ranker adds to a list.
+the difference between the first two rows is what the ranker adds to a list, and the next row
+what the reasons add.
 
 Run:  .venv/bin/python bench/ranker.py [--items 100000] [--users 256] [--repeats 7]
 Prints median (min-max) over repeats; the machine is shared and noisy.
@@ -80,13 +82,15 @@ def main() -> None:
         for b, u in enumerate(users)
     ]
     systems = {
-        "model retrieval alone": (base, "auto"),
-        "retrieval + candidates + ranker": (ranked, "auto"),
-        "heuristic (no model)": (None, "auto"),
+        "model retrieval alone": (base, False),
+        "retrieval + candidates + ranker": (ranked, False),
+        "retrieval + candidates + ranker + reasons (as served)": (ranked, True),
+        "heuristic (no model)": (None, False),
+        "heuristic + reasons": (None, True),
     }
     results: dict[str, list[float]] = {}
-    for name, (model, source) in tqdm(systems.items(), desc="systems"):
-        s = settings.replace(recs={"source": source})
+    for name, (model, explain) in tqdm(systems.items(), desc="systems"):
+        s = settings.replace(recs={"explain": explain})
         rec = Recommender(s, model)
         rec.upsert_items(catalog)
         states = {u: UserState() for u in users}

@@ -118,6 +118,7 @@ class RecsSettings:
     candidates_covisit: int
     candidates_model: int
     candidates_popular: int
+    explain: bool
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 # Local single-node Apache Kafka 3.9 broker (KRaft) for streamrec development and tests, run from
 # Maven Central jars with plain `java` (no Docker, no Kafka tarball).
 #
-# Usage: deploy/kafka/broker.sh {fetch|start|wait|status|stop|logs [-f|N]}
+# Usage: deploy/kafka/broker.sh {fetch|start|wait|status|stop|logs [-f|N]|consume BOOTSTRAP TOPIC [MAX]}
 #   fetch   copy the runtime jars of deploy/kafka/pom.xml into deploy/kafka/lib (cached behind
 #           deploy/kafka/.stamp-lib, which records a hash of pom.xml and the jar list)
 #   start   fetch if needed, format a FRESH run dir, start the broker in the background and wait
@@ -11,6 +11,10 @@
 #   status  prints "running <pid> 127.0.0.1:<port>" (exit 0) or "stopped" (exit 3)
 #   stop    SIGTERM, up to 30 s, then SIGKILL; idempotent
 #   logs    tail of the broker log (default 100 lines; -f follows)
+#   consume read TOPIC of any broker from the beginning with Kafka's own console consumer (Java,
+#           independent of the Python clients): one "key<TAB>value" line per record, a null value
+#           printed as "null"; stops after MAX records, or after STREAMREC_CONSUME_IDLE_MS
+#           (default 10000) without one
 #
 # Environment:
 #   STREAMREC_BROKER_DIR              run dir (default <repo>/var/kafka); wiped by `start`
@@ -475,6 +479,21 @@ cmd_logs() {
     esac
 }
 
+cmd_consume() {
+    (($# >= 2)) || die "usage: $0 consume BOOTSTRAP TOPIC [MAX]"
+    [[ -d "$LIB" ]] || cmd_fetch >&2
+    local -a args=(
+        --bootstrap-server "$1" --topic "$2" --from-beginning
+        --timeout-ms "${STREAMREC_CONSUME_IDLE_MS:-10000}"
+        --property print.key=true --property key.separator=$'\t'
+        --group "streamrec-console-$$-$RANDOM"
+    )
+    if [[ -n "${3:-}" ]]; then args+=(--max-messages "$3"); fi
+    exec "$JAVA" -Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 \
+        "-Dlog4j.configuration=file:$KAFKA_DIR/tools-log4j.properties" -cp "$LIB/*" \
+        org.apache.kafka.tools.consumer.ConsoleConsumer "${args[@]}"
+}
+
 usage() {
     sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0,1\}//' >&2
     exit 2
@@ -490,6 +509,7 @@ main() {
         status) cmd_status ;;
         stop) cmd_stop ;;
         logs) cmd_logs "$@" ;;
+        consume) cmd_consume "$@" ;;
         *) usage ;;
     esac
 }

@@ -137,16 +137,36 @@ class CoVisitation:
         ``recent_items``), the i-th newest weighted 1/(i+1), each row normalised by its heaviest
         weight so a busy item does not drown a quiet one. Returns up to ``n`` item -> score."""
         out: dict[str, float] = {}
+        for _, row, scale in self._user_rows(recent_items):
+            for b, w in row.items():
+                out[b] = out.get(b, 0.0) + w * scale
+        if len(out) > n:
+            out = dict(heapq.nlargest(n, out.items(), key=lambda kv: kv[1]))
+        return out
+
+    def contributions(
+        self, recent_items: Sequence[str], item_ids: Iterable[str]
+    ) -> dict[str, list[tuple[str, float]]]:
+        """For each of ``item_ids``: which of the user's last items make up its score in
+        ``for_user``, and how much each adds, heaviest first (the ``because`` of a
+        co-visitation explanation); items no last item leads to are left out."""
+        rows = self._user_rows(recent_items)
+        out: dict[str, list[tuple[str, float]]] = {}
+        for item in item_ids:
+            parts = [(src, row[item] * scale) for src, row, scale in rows if row.get(item, 0.0) > 0]
+            if parts:
+                parts.sort(key=lambda kv: -kv[1])
+                out[item] = parts
+        return out
+
+    def _user_rows(self, recent_items: Sequence[str]) -> list[tuple[str, dict[str, float], float]]:
+        """(item, its row, the row's weight in the user's sum) for the user's last items."""
+        out = []
         for rank, item in enumerate(recent_items[: self.config.user_items]):
             row = self._rows.get(item)
             if not row:
                 continue
             top = max(row.values())
-            if top <= 0.0:
-                continue
-            scale = 1.0 / ((rank + 1) * top)
-            for b, w in row.items():
-                out[b] = out.get(b, 0.0) + w * scale
-        if len(out) > n:
-            out = dict(heapq.nlargest(n, out.items(), key=lambda kv: kv[1]))
+            if top > 0.0:
+                out.append((item, row, 1.0 / ((rank + 1) * top)))
         return out

@@ -97,15 +97,33 @@ class CandidateBatch:
         self.features[:, F["model_score"]] = scores.numpy()
 
     def top(self, scores: np.ndarray, k: int) -> list[list[tuple[str, float]]]:
-        """Each user's ``k`` best candidates under ``scores`` (one per row), best first; ties
-        keep the order the sources added them in (repeat, co-visitation, model, popularity)."""
+        """Each user's ``k`` best candidates under ``scores`` (one per row), best first."""
+        return [
+            [(self.item_ids[r], float(scores[r])) for r in rows]
+            for rows in self.top_rows(scores, k)
+        ]
+
+    def top_rows(self, scores: np.ndarray, k: int) -> list[list[int]]:
+        """The rows of each user's ``k`` best candidates, best first; ties keep the order the
+        sources added them in (repeat, co-visitation, model, popularity)."""
         out = []
         for b in range(self.n_users):
             lo, hi = self.offsets[b], self.offsets[b + 1]
-            s = scores[lo:hi]
-            order = np.argsort(-s, kind="stable")[:k]
-            out.append([(self.item_ids[lo + i], float(s[i])) for i in order])
+            order = np.argsort(-scores[lo:hi], kind="stable")[:k]
+            out.append([lo + int(i) for i in order])
         return out
+
+
+def absent_row(cfg: CandidateConfig) -> np.ndarray:
+    """The feature row of an item no source knows anything about: what each feature holds
+    without its signal (explanations occlude feature groups with it)."""
+    row = _base_row("", {}, 0.0, {}, 0.0, _sentinels(cfg))
+    return np.asarray(row, dtype=np.float32)
+
+
+def _sentinels(cfg: CandidateConfig) -> tuple[float, float, float]:
+    # past the end of the model's, the recent items' and the co-visitation ranks
+    return math.log1p(cfg.model + 1), math.log1p(cfg.recent + 1), math.log1p(cfg.covisit + 1)
 
 
 def build_candidates(
@@ -125,7 +143,7 @@ def build_candidates(
     rows: list[list[float]] = []
     pop_top = popular[0][1] if popular else 0.0
     pop_score = {i: s for i, s in popular}
-    sentinels = (math.log1p(cfg.model + 1), math.log1p(cfg.recent + 1), math.log1p(cfg.covisit + 1))
+    sentinels = _sentinels(cfg)
     for b, ctx in enumerate(contexts):
         stats = _history_stats(ctx.history)
         recent = list(stats)  # the stats are keyed newest first: the recent items

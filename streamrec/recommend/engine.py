@@ -30,6 +30,16 @@ from streamrec.recommend.candidates import (
     source_scores,
 )
 from streamrec.recommend.catalog import Catalog, CatalogSnapshot
+from streamrec.recommend.explain import (
+    COVISIT,
+    POPULAR,
+    REPEAT,
+    SIMILAR,
+    Evidence,
+    explain,
+    ranked_kinds,
+    tier_kinds,
+)
 from streamrec.retrieve.graph_store import GraphStore
 from streamrec.retrieve.hnsw import HnswParams
 from streamrec.retrieve.retriever import RetrievalConfig
@@ -37,11 +47,15 @@ from streamrec.settings import Settings
 
 log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
+# Additive revisions within schema 1 (docs/events.md#versioning): 1 added each item's "why".
+SCHEMA_MINOR = 1
 POPULARITY_VERSION = "popularity"
 # What a list came from (its "source" field): the model's candidates ranked with the other
 # sources, or, without a model, the heuristic blend or one simple source alone.
 MODEL, HEURISTIC, POPULARITY = "model", "heuristic", "popularity"
 SINGLE_SOURCES = ("recent", "covisit")
+# A list before its reasons: per user, (item, score) best first and each item's reason kind.
+Ranked = tuple[list[list[tuple[str, float]]], list[list[str]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +118,7 @@ class Recommender:
         self.settings = settings
         self.k = settings.recs.k
         self.source = settings.recs.source
+        self.explains = settings.recs.explain
         self.candidates = candidate_config(settings)
         self.popularity = DecayedPopularity(
             settings.features.popularity_half_life_s,
@@ -217,30 +232,66 @@ class Recommender:
         finals = [jobs[i] for i in final]
         if fallback and self.encoder is not None:
             self.encoder.clear()  # the failed batch may have left some users half-stepped
+        contexts = self._contexts(finals)
         if self.source == POPULARITY:
-            lists, source = [self._popular(j) for j in finals], POPULARITY
+            lists = [self._popular(j) for j in finals]
+            ranked: Ranked = lists, [[POPULAR] * len(x) for x in lists]
+            source = POPULARITY
         elif self.serves_model and not fallback:
             with self.catalog.pinned_rows():
                 vectors = self._encode(jobs, final)
-            lists, source = self._ranked(vectors, finals), MODEL
+            ranked, source = self._ranked(vectors, contexts), MODEL
         else:
-            lists = self._heuristic(finals)
+            ranked = self._heuristic(contexts)
             source = self.source if self.source in SINGLE_SOURCES else HEURISTIC
+        lists, kinds = ranked
+        whys = self._explain(contexts, lists, kinds) if self.explains else None
         emitted = time.time() if now is None else now
         version = self.model_version if source == MODEL else source
-        return [
-            {
-                "schema": SCHEMA_VERSION,
-                "user_id": jobs[i].event.user_id,
-                "items": [{"item_id": item, "score": round(score, 6)} for item, score in items],
-                "model_version": version,
-                "source": source,
-                "event_id": jobs[i].event.event_id,
-                "event_ts": jobs[i].event.ts,
-                "emitted_at": emitted,
-            }
-            for i, items in zip(final, lists, strict=True)
-        ]
+        out = []
+        for n, (i, items) in enumerate(zip(final, lists, strict=True)):
+            entries: list[dict[str, Any]] = [
+                {"item_id": item, "score": round(score, 6)} for item, score in items
+            ]
+            if whys is not None:
+                for entry, why in zip(entries, whys[n], strict=True):
+                    entry["why"] = why
+            out.append(
+                {
+                    "schema": SCHEMA_VERSION,
+                    "schema_minor": SCHEMA_MINOR,
+                    "user_id": jobs[i].event.user_id,
+                    "items": entries,
+                    "model_version": version,
+                    "source": source,
+                    "event_id": jobs[i].event.event_id,
+                    "event_ts": jobs[i].event.ts,
+                    "emitted_at": emitted,
+                }
+            )
+        return out
+
+    def _explain(
+        self,
+        contexts: Sequence[UserContext],
+        lists: Sequence[Sequence[tuple[str, float]]],
+        kinds: Sequence[Sequence[str]],
+    ) -> list[list[dict[str, Any]]]:
+        index = self.catalog.index
+        items = self.catalog.items
+
+        def title_of(item_id: str) -> str:
+            it = items.get(item_id)
+            return it.title if it is not None else ""
+
+        evidence = Evidence(
+            covisit=self.covisit,
+            vectors=index.matrix if self.model is not None else None,
+            row_of=index.row_of,
+            title_of=title_of,
+        )
+        ids = [[item for item, _ in x] for x in lists]
+        return explain(contexts, ids, kinds, evidence, self.covisit.config.user_items)
 
     def _encode(self, jobs: Sequence[Job], final: Sequence[int]) -> torch.Tensor:
         """One vector per user of the batch (``final``: index of each user's last job), after
@@ -307,41 +358,51 @@ class Recommender:
         index = self.catalog.index
         return index.is_available if len(index) else None
 
-    def _heuristic(self, jobs: Sequence[Job]) -> list[list[tuple[str, float]]]:
+    def _heuristic(self, contexts: Sequence[UserContext]) -> Ranked:
         """Without a model: recent items, co-visitation neighbours and popularity (or, for a
         baseline worker, one of them alone)."""
         cfg = self.candidates
         listable = self._listable()
         pop = self.popularity.top(cfg.popular, accept=listable)
-        batch = build_candidates(self._contexts(jobs), cfg, self.covisit, pop, None, listable)
+        batch = build_candidates(contexts, cfg, self.covisit, pop, None, listable)
         if self.source in SINGLE_SOURCES:
             scores = source_scores(batch, self.source)
         else:
             scores = heuristic_scores(batch)
-        return [[(i, s) for i, s in top if s > float("-inf")] for top in batch.top(scores, self.k)]
+        picked = [
+            [r for r in rows if scores[r] > float("-inf")]
+            for rows in batch.top_rows(scores, self.k)
+        ]
+        lists = [[(batch.item_ids[r], float(scores[r])) for r in rows] for rows in picked]
+        if self.source in SINGLE_SOURCES:
+            kind = REPEAT if self.source == "recent" else COVISIT
+            return lists, [[kind] * len(rows) for rows in picked]
+        return lists, tier_kinds(batch, picked) if self.explains else []
 
-    def _ranked(self, vectors: torch.Tensor, jobs: Sequence[Job]) -> list[list[tuple[str, float]]]:
+    def _ranked(self, vectors: torch.Tensor, contexts: Sequence[UserContext]) -> Ranked:
         """The model's retrieval with the other sources' candidates, ranked by the checkpoint's
         ranker; a checkpoint without one serves its retrieval as it is."""
         assert self.model is not None
         index = self.catalog.index
         cfg = self.candidates
-        exclude_ids = [j.purchased if cfg.exclude_purchased else frozenset() for j in jobs]
+        exclude_ids = [c.purchased if cfg.exclude_purchased else frozenset() for c in contexts]
         exclude = [[index.row_of[i] for i in ids if i in index.row_of] for ids in exclude_ids]
         ranker = self.model.ranker
         fetch = self.k if ranker is None else max(self.k, cfg.model)
         ranked = self.catalog.retriever.topk(vectors, fetch, exclude)
         model_lists = [[(index.ids[r], s) for r, s in rows] for rows in ranked]
         if ranker is None:
-            return model_lists
+            return model_lists, [[SIMILAR] * len(x) for x in model_lists]
         listable = self._listable()
         pop = self.popularity.top(cfg.popular, accept=listable)
-        batch = build_candidates(
-            self._contexts(jobs), cfg, self.covisit, pop, model_lists, listable
-        )
+        batch = build_candidates(contexts, cfg, self.covisit, pop, model_lists, listable)
         rows = [index.row_of.get(i, -1) for i in batch.item_ids]
         batch.set_model_scores(vectors, index.matrix, rows)
-        return batch.top(ranker.score(batch.features), self.k)
+        scores = ranker.score(batch.features)
+        picked = batch.top_rows(scores, self.k)
+        lists = [[(batch.item_ids[r], float(scores[r])) for r in p] for p in picked]
+        kinds = ranked_kinds(batch, picked, ranker.score, cfg) if self.explains else []
+        return lists, kinds
 
     def _popular(self, job: Job) -> list[tuple[str, float]]:
         exclude = job.purchased if self.candidates.exclude_purchased else frozenset()

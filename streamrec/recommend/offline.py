@@ -28,6 +28,7 @@ from streamrec.recommend.candidates import (
     build_candidates,
     heuristic_scores,
 )
+from streamrec.recommend.explain import Evidence, explain, ranked_kinds, tier_kinds
 from streamrec.settings import Settings
 
 Case = tuple[Sequence[Visit], Visit]  # (history, the event that came next)
@@ -200,6 +201,53 @@ def served_scores(trained: TrainedModel | None) -> Callable[[CandidateBatch], np
     if ranker is None:
         return heuristic_scores
     return lambda batch: ranker.score(batch.features)
+
+
+@dataclass(frozen=True)
+class ExplainedList:
+    """One case's served list: (item, score) best first, and each item's ``why``."""
+
+    items: list[tuple[str, float]]
+    why: list[dict[str, Any]]
+
+
+def explained_lists(
+    cases: Sequence[Case],
+    state: ListState,
+    protocol: ListProtocol,
+    trained: TrainedModel | None,
+    k: int,
+    exclude_history: bool = False,
+) -> list[ExplainedList]:
+    """The list the worker would serve for each case, with its reasons, by the worker's code:
+    the same candidates, scorer, kinds and texts (``streamrec.recommend.explain``)."""
+    blocks = candidates_for(cases, state, protocol, trained, exclude_history)
+    score = served_scores(trained)
+    ranker = trained.ranker if trained is not None else None
+    evidence = Evidence(
+        covisit=state.covisit,
+        vectors=trained.vocab_item_vectors() if trained is not None else None,
+        row_of=trained.row_of if trained is not None else None,
+    )
+    out: list[ExplainedList] = []
+    for s, (batch, _) in zip(range(0, len(cases), BLOCK), blocks, strict=True):
+        part = cases[s : s + BLOCK]
+        contexts = [
+            context_for(h, protocol.history_max, protocol.purchased_max, exclude_history)
+            for h, _ in part
+        ]
+        scores = score(batch)
+        picked = batch.top_rows(scores, k)
+        if ranker is not None:
+            kinds = ranked_kinds(batch, picked, ranker.score, protocol.candidates)
+        else:
+            kinds = tier_kinds(batch, picked)
+        ids = [[batch.item_ids[r] for r in rows] for rows in picked]
+        whys = explain(contexts, ids, kinds, evidence, protocol.covisit.user_items)
+        for rows, why in zip(picked, whys, strict=True):
+            items = [(batch.item_ids[r], float(scores[r])) for r in rows]
+            out.append(ExplainedList(items, why))
+    return out
 
 
 def fit_ranker_on(

@@ -15,6 +15,7 @@ from streamrec.wait import wait_until
 from streams.topics import create_topics
 from tests.integration.worker_proc import (
     WorkerProcess,
+    console_consume,
     latest_by_key,
     make_settings,
     read_topic,
@@ -84,6 +85,7 @@ def test_category_shopper_gets_a_list_of_that_category_without_purchases(
         assert not purchased & set(ids)
         share = Counter(category_of.get(i) for i in ids)[cat] / len(ids)
         assert share >= 0.6, (cat, [category_of.get(i) for i in ids], trained_world.report)
+        _assert_reasons_as_an_independent_client_reads_them(s, final, events)
         unavailable = {it["item_id"] for it in world.items if not it["available"]}
         assert not unavailable & set(ids)
         # /metrics/: Prometheus text with types; live latency as a histogram that aggregates
@@ -106,6 +108,30 @@ def test_category_shopper_gets_a_list_of_that_category_without_purchases(
         assert families["streamrec_processing_lag_seconds"].samples[0].value >= 0
     finally:
         worker.stop()
+
+
+def _assert_reasons_as_an_independent_client_reads_them(s, final: dict, events: list) -> None:
+    """The list on the topic, read by Kafka's own Java console consumer: schema 1 revision 1,
+    valid under docs/schemas, and each item's reason rests on the user's own items."""
+    from tests.core.test_schemas import REC
+
+    records = console_consume(s, s.topics.recommendations, max_records=1000)
+    mine = [orjson.loads(v) for k, v in records if k == final["user_id"] and v is not None]
+    assert mine and mine[-1] == final
+    REC.validate(final)
+    assert final["schema"] == 1 and final["schema_minor"] == 1
+    touched = {e["item_id"] for e in events}
+    kinds = Counter()
+    for entry in final["items"]:
+        why = entry["why"]
+        kinds[why["kind"]] += 1
+        assert set(why["because"]) <= touched, (entry, touched)
+        assert why["text"]
+        if why["kind"] == "repeat":
+            assert why["because"] == [entry["item_id"]]
+            assert why["text"].startswith("You viewed it") or why["text"].startswith("You clicked")
+    # the shopper browsed eight items of the category and bought two: the six left are repeats
+    assert kinds["repeat"] >= 1, final["items"]
 
 
 def test_malformed_events_are_dead_lettered_while_good_ones_are_processed(

@@ -71,6 +71,27 @@ def read_topic(
     return out
 
 
+def console_consume(s: Settings, topic: str, max_records: int) -> list[tuple[str, str | None]]:
+    """``topic`` from the beginning as Kafka's own Java console consumer reads it (an independent
+    client: no Python Kafka library involved), up to ``max_records`` records or 10 s without
+    one: (key, value or None for a tombstone)."""
+    import subprocess
+
+    script = str(REPO / "deploy/kafka/broker.sh")
+    proc = subprocess.run(
+        ["bash", script, "consume", s.kafka.bootstrap_servers, topic, str(max_records)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    out: list[tuple[str, str | None]] = []
+    for line in proc.stdout.splitlines():
+        key, _, value = line.partition("\t")
+        out.append((key, None if value == "null" else value))
+    return out
+
+
 def own_broker(run_dir: Path, env: dict[str, str], extra_ports: int = 1) -> tuple[str, list[int]]:
     """Start a broker of a test module's own (``broker.sh`` with ``env``: extra listeners) on
     free ports; returns its PLAINTEXT address and ``extra_ports`` more free ports, which ``env``

@@ -257,7 +257,12 @@ def test_live_ranked_lists_equal_the_offline_path_on_the_same_events(trained):
 
     from encoders.ranker import Ranker, RankerConfig
     from streamrec.recommend.candidates import FEATURES
-    from streamrec.recommend.offline import ListProtocol, ListState, candidates_for
+    from streamrec.recommend.offline import (
+        ListProtocol,
+        ListState,
+        candidates_for,
+        explained_lists,
+    )
 
     model, items = trained
     torch.manual_seed(1)
@@ -292,6 +297,16 @@ def test_live_ranked_lists_equal_the_offline_path_on_the_same_events(trained):
         got = live[u]["items"]
         assert [x["item_id"] for x in got] == [i for i, _ in top]
         assert [x["score"] for x in got] == pytest.approx([sc for _, sc in top], abs=1e-4)
+    # ... and the same reasons, by the same code (the catalog here has titles, offline has none)
+    explained = explained_lists([(seqs[u], seqs[u][-1]) for u in users], state, protocol, ranked, 8)
+    kinds = set()
+    for u, ex in zip(users, explained, strict=True):
+        got = [x["why"] for x in live[u]["items"]]
+        assert [(w["kind"], w["because"]) for w in got] == [
+            (w["kind"], w["because"]) for w in ex.why
+        ]
+        kinds |= {w["kind"] for w in got}
+    assert len(kinds) >= 2  # not one kind for everything
 
 
 def test_item_side_state_rebuilt_from_the_stored_sequences_equals_the_live_one():
