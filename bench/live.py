@@ -323,7 +323,8 @@ def state_on_disk(datadir: Path) -> dict[str, float]:
 def settings_for(
     base: Settings, args: argparse.Namespace, tag: str, app_id: str, out: Path
 ) -> Settings:
-    names = {t: f"{tag}.{t}" for t in ("browse", "click", "purchase", "recommendations", "dlq")}
+    topics = ("browse", "click", "purchase", "recommendations", "dlq", "forget")
+    names = {t: f"{tag}.{t}" for t in topics}
     return base.replace(
         topics={**names, "items": f"{args.run}.items", "partitions": args.partitions},
         app={

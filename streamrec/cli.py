@@ -191,6 +191,15 @@ def cmd_recs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_forget(args: argparse.Namespace) -> int:
+    from streamrec.kafka.forget import request_forget
+
+    s = _settings(args)
+    sent = request_forget(s, args.users)
+    _say(f"asked to forget {sent} user(s) on {s.topics.forget}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from streamrec.demo import DemoConfig, run_demo
 
@@ -339,6 +348,14 @@ def build_parser() -> argparse.ArgumentParser:
     rc.add_argument("user")
     rc.add_argument("--timeout", type=float, default=10.0)
     rc.set_defaults(func=cmd_recs)
+
+    fg = sub.add_parser(
+        "forget",
+        help="forget users everywhere: their records, lists and cached state (a request on the "
+        "forget topic, which the worker holding each user carries out)",
+    )
+    fg.add_argument("users", nargs="+", metavar="USER_ID")
+    fg.set_defaults(func=cmd_forget)
 
     d = sub.add_parser("demo", help="broker, data, training, worker and live events, end to end")
     d.add_argument("--users", type=int, default=1000)

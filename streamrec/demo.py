@@ -111,7 +111,7 @@ def run_demo(settings: Settings, cfg: DemoConfig) -> int:
         kafka={"bootstrap_servers": bootstrap},
         topics={
             name: f"demo-{run_id}.{getattr(settings.topics, name).split('.')[-1]}"
-            for name in ("browse", "click", "purchase", "items", "recommendations", "dlq")
+            for name in ("browse", "click", "purchase", "items", "recommendations", "dlq", "forget")
         },
         app={
             "id": f"streamrec-demo-{run_id}",

@@ -41,6 +41,7 @@ class TopicSettings:
     items: str
     recommendations: str
     dlq: str
+    forget: str
     partitions: int
     replication_factor: int
     events_retention_ms: int

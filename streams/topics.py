@@ -17,8 +17,11 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Topics:
-    events: faust.TopicT  # all three event topics, one stream
+    # The three event topics and the forget requests, one stream: one agent reads them, so a
+    # user's partition of every one of them is assigned to the same worker (co-partitioned).
+    events: faust.TopicT
     type_of: dict[str, str]  # topic name -> event type
+    forget: str  # the forget requests' topic name
     recommendations: faust.TopicT
     dlq: faust.TopicT
 
@@ -44,8 +47,9 @@ def declare(app: faust.App, settings: Settings) -> Topics:
         return app.topic(*names, partitions=spec["partitions"], config=spec["configs"], **raw)
 
     return Topics(
-        events=topic(*by_type.values()),
+        events=topic(*by_type.values(), t.forget),
         type_of={name: etype for etype, name in by_type.items()},
+        forget=t.forget,
         recommendations=topic(t.recommendations),
         dlq=topic(t.dlq),
     )
@@ -60,6 +64,9 @@ def topic_specs(settings: Settings) -> dict[str, dict[str, Any]]:
         name: {"partitions": t.partitions, "configs": events_cfg}
         for name in t.event_topics().values()
     }
+    # keyed by user like the events, with as many partitions: a request lands on the partition
+    # of the user's events, so on the worker holding their state
+    specs[t.forget] = {"partitions": t.partitions, "configs": events_cfg}
     specs[t.items] = {"partitions": 1, "configs": compact}
     specs[t.recommendations] = {"partitions": t.partitions, "configs": compact}
     specs[t.dlq] = {"partitions": 1, "configs": {"retention.ms": str(30 * 86400 * 1000)}}

@@ -65,6 +65,14 @@ class WorkerFault(RuntimeError):
     """A fault of the worker itself (not of its input): it stops, unhealthy, with exit code 1."""
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Forget:
+    """A request to forget a user, queued in order with the lists: the lists of the user queued
+    before it are dropped, and a tombstone goes out in their place."""
+
+    user_id: str
+
+
 @contextlib.contextmanager
 def in_event_context(event: Any) -> Iterator[None]:
     """Faust routes a table write (store partition, changelog partition) by the *current* event;
@@ -127,7 +135,9 @@ class Worker:
             store = GraphStore(Path(settings.app.datadir) / "item-graph")
         self.recommender = Recommender(settings, model, store)
         self._model_mtime = self._checkpoint_mtime()
-        self.batcher: MicroBatcher[tuple[Job, Any]] = MicroBatcher(
+        # users forgotten while a batch was being published: a retry of it leaves them out
+        self._forgotten_in_flight: set[str] = set()
+        self.batcher: MicroBatcher[tuple[Job | Forget, Any]] = MicroBatcher(
             self._publish, settings.recs.batch_max, settings.recs.batch_wait_ms / 1e3
         )
         self.catalog = CatalogFollower(settings, self._on_items, self._dead_letter)
@@ -231,6 +241,9 @@ class Worker:
             return  # stopping: left unacked, read again after the restart
         msg = event.message
         self.acks.read(event)  # from here on every way out acks through self.acks
+        if msg.topic == self.topics.forget:
+            await self.forget(event)
+            return
         self.budget.event()
         self.metrics.inc("events_in")
         # read up to here, valid or not (lower again after a seek back: re-reading)
@@ -246,6 +259,33 @@ class Worker:
             return
         self.merge.push(etype, msg.partition, parsed.ts, (parsed, event), time.monotonic())
         await self._release()
+
+    async def forget(self, event: Any) -> None:
+        """Forget the user named by a request's key (docs/guarantees.md#forgetting-a-user): their
+        record goes (a changelog tombstone), their events read but not applied yet are dropped,
+        their cached encoder state is dropped, and a tombstone replaces their list on the output
+        topic, after any list of theirs already on its way and before any list built from events
+        that come after. Events of the user read later start a new, empty history."""
+        msg = event.message
+        user = _forget_key(msg.key, self.limits.max_id_length)
+        if isinstance(user, Rejection):
+            await self._park(event, user)
+            return
+        key = user.encode()
+        async with self._merge_lock:
+            dropped = self.merge.remove(lambda held: held[0].user_id == user)
+        for _, held_event in dropped:
+            self.acks.ack(held_event)
+        with in_event_context(event):
+            if self.users.get(key) is not None:
+                del self.users[key]
+        self.recommender.forget(user)
+        self._forgotten_in_flight.add(user)
+        self.metrics.inc("users_forgotten")
+        self.metrics.inc("events_forgotten", len(dropped))
+        # Which request, not whose: the log keeps no user id.
+        log.info("forgetting a user (request %s[%d]@%d)", msg.topic, msg.partition, msg.offset)
+        await self.batcher.submit((Forget(user), event))
 
     async def _release(self) -> None:
         """Apply the events the merge lets go, in its order (one caller at a time, so the order
@@ -346,16 +386,35 @@ class Worker:
             len(self.recommender.covisit),
         )
 
-    async def _publish(self, batch: list[tuple[Job, Any]]) -> None:
+    async def _publish(self, batch: list[tuple[Job | Forget, Any]]) -> None:
         """Rank a batch and hand its lists to the producer; only then are its events acked (Faust
         flushes the producer before it commits). A failure is retried; a batch that keeps
-        failing stops the worker with the events unacked."""
-        jobs = [job for job, _ in batch]
+        failing stops the worker with the events unacked. A forget request in the batch drops
+        the user's lists queued before it and sends their tombstone first."""
+        self._forgotten_in_flight.clear()
+        forgets: list[str] = []
+        jobs: list[Job] = []
+        forgotten_later: set[str] = set()
+        for item, _ in reversed(batch):
+            if isinstance(item, Forget):
+                forgets.append(item.user_id)
+                forgotten_later.add(item.user_id)
+            elif item.event.user_id not in forgotten_later:
+                jobs.append(item)
+        jobs.reverse()
+        if len(jobs) + len(forgets) < len(batch):
+            self.metrics.inc("lists_forgotten", len(batch) - len(jobs) - len(forgets))
         attempts = self.settings.errors.publish_attempts
         for attempt in range(1, attempts + 1):
             if self.fault is not None:
                 return
+            if self._forgotten_in_flight:
+                # forgotten while this batch was on its way: their lists are not sent again
+                gone = self._forgotten_in_flight
+                jobs = [j for j in jobs if j.event.user_id not in gone]
             try:
+                for user in forgets:
+                    await self.topics.recommendations.send(key=user.encode(), value=None)
                 await self._rank_and_send(jobs)
                 break
             except Exception as exc:
@@ -608,3 +667,20 @@ class Worker:
                 return self.bytes(body, content_type=PROMETHEUS_CONTENT_TYPE)
 
         return MetricsView
+
+
+def _forget_key(key: bytes | None, max_length: int) -> str | Rejection:
+    """The user id a forget request names (its key), as events name it."""
+    if key is None:
+        return Rejection("missing_key", "a forget request needs the user id as its key")
+    try:
+        user = key.decode("utf-8")
+    except UnicodeDecodeError:
+        return Rejection("key_mismatch", "the key of a forget request is not valid UTF-8")
+    if not user.strip():
+        return Rejection("empty_field", "the key of a forget request is empty")
+    if len(user) > max_length:
+        return Rejection(
+            "too_large", f"the user id of a forget request is over {max_length} characters"
+        )
+    return user

@@ -140,6 +140,19 @@ class EventTimeMerge(Generic[T]):
         out.append(q.items.popleft()[2])
         self._pending -= 1
 
+    def remove(self, match: Callable[[T], bool]) -> list[T]:
+        """Take out every held item ``match`` picks (a forgotten user's events), oldest first
+        within each source partition."""
+        out: list[T] = []
+        for q in self._queues.values():
+            if not any(match(e[2]) for e in q.items):
+                continue
+            kept = deque(e for e in q.items if not match(e[2]))
+            out.extend(e[2] for e in q.items if match(e[2]))
+            q.items = kept
+        self._pending -= len(out)
+        return out
+
     def next_deadline(self) -> float | None:
         """The earliest wall time at which a waiting head's shortest bound runs out (None: empty);
         a head waiting for a topic that is behind may wait longer: check again then."""

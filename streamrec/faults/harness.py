@@ -82,6 +82,7 @@ def make_settings(
             "items": f"{name}.items",
             "recommendations": f"{name}.recommendations",
             "dlq": f"{name}.dlq",
+            "forget": f"{name}.forget",
             "partitions": partitions,
         },
         app={

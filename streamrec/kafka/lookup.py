@@ -40,8 +40,8 @@ def latest_list(settings: Settings, user_id: str, timeout_s: float = 10.0) -> di
         while consumer.position(tp) < end and time.monotonic() < deadline:
             for records in consumer.poll(timeout_ms=500).values():
                 for r in records:
-                    if r.key == key and r.value is not None:
-                        found = orjson.loads(r.value)
+                    if r.key == key:  # a tombstone (the user was forgotten) ends the list
+                        found = orjson.loads(r.value) if r.value is not None else None
         if consumer.position(tp) < end:
             raise TimeoutError(
                 f"read {topic}[{tp.partition}] only to {consumer.position(tp)} of {end} in {timeout_s} s"

@@ -171,6 +171,7 @@ def app_settings(
             "items": f"{run}.items",
             "recommendations": f"{run}.{app}.recommendations",
             "dlq": f"{run}.dlq",
+            "forget": f"{run}.{app}.forget",
             "partitions": partitions,
         },
         app={

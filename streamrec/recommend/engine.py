@@ -178,6 +178,12 @@ class Recommender:
             self.encoder.clear()
         self._refresh_item_vectors()
 
+    def forget(self, user_id: str) -> None:
+        """Drop everything kept in memory for one user: their cached encoder state. Popularity
+        and co-visitation keep counts over items only, never who."""
+        if self.encoder is not None:
+            self.encoder.evict(user_id)
+
     def delete_item(self, item_id: str) -> None:
         self.catalog.delete(item_id)
 

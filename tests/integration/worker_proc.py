@@ -71,17 +71,22 @@ def read_topic(
     return out
 
 
-def console_consume(s: Settings, topic: str, max_records: int) -> list[tuple[str, str | None]]:
+def console_consume(
+    s: Settings, topic: str, max_records: int, idle_ms: int = 10_000
+) -> list[tuple[str, str | None]]:
     """``topic`` from the beginning as Kafka's own Java console consumer reads it (an independent
-    client: no Python Kafka library involved), up to ``max_records`` records or 10 s without
-    one: (key, value or None for a tombstone)."""
+    client: no Python Kafka library involved), up to ``max_records`` records or ``idle_ms``
+    without one: (key, value or None for a tombstone)."""
+    import os
     import subprocess
 
     script = str(REPO / "deploy/kafka/broker.sh")
     proc = subprocess.run(
         ["bash", script, "consume", s.kafka.bootstrap_servers, topic, str(max_records)],
+        env={**os.environ, "STREAMREC_CONSUME_IDLE_MS": str(idle_ms)},
         capture_output=True,
-        text=True,
+        encoding="utf-8",
+        errors="replace",  # a changelog's values are binary
         timeout=120,
         check=True,
     )
