@@ -120,6 +120,7 @@ class RecsSettings:
     candidates_model: int
     candidates_popular: int
     explain: bool
+    diversity: float
 
 
 @dataclass(frozen=True)
@@ -301,6 +302,7 @@ _NON_NEGATIVE = {
     "recs.candidates_model",
     "recs.candidates_popular",
 }
+_UNIT = {"recs.diversity"}
 _CHOICES = {
     "retrieval.method": ("exact", "hnsw", "auto"),
     "model.cache_dtype": ("float16", "bfloat16", "float32"),
@@ -319,6 +321,8 @@ def _check_range(name: str, value: Any) -> None:
             raise SettingsError(f"{name}: must be > 0, got {v!r}")
         if name in _NON_NEGATIVE and not v >= 0:
             raise SettingsError(f"{name}: must be >= 0, got {v!r}")
+        if name in _UNIT and not 0 <= v <= 1:
+            raise SettingsError(f"{name}: must be between 0 and 1, got {v!r}")
 
 
 def _merge(base: dict[str, dict[str, Any]], override: Mapping[str, Any], source: str) -> None:

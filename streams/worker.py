@@ -392,16 +392,7 @@ class Worker:
         failing stops the worker with the events unacked. A forget request in the batch drops
         the user's lists queued before it and sends their tombstone first."""
         self._forgotten_in_flight.clear()
-        forgets: list[str] = []
-        jobs: list[Job] = []
-        forgotten_later: set[str] = set()
-        for item, _ in reversed(batch):
-            if isinstance(item, Forget):
-                forgets.append(item.user_id)
-                forgotten_later.add(item.user_id)
-            elif item.event.user_id not in forgotten_later:
-                jobs.append(item)
-        jobs.reverse()
+        jobs, forgets = split_forgets([item for item, _ in batch])
         if len(jobs) + len(forgets) < len(batch):
             self.metrics.inc("lists_forgotten", len(batch) - len(jobs) - len(forgets))
         attempts = self.settings.errors.publish_attempts
@@ -667,6 +658,26 @@ class Worker:
                 return self.bytes(body, content_type=PROMETHEUS_CONTENT_TYPE)
 
         return MetricsView
+
+
+def split_forgets(items: list[Job | Forget]) -> tuple[list[Job], list[str]]:
+    """A batch's jobs to rank, in order, and the users to send tombstones for: a job of a user
+    with a forget request later in the batch is dropped (its list would show what is being
+    forgotten); jobs after the request are kept (a new history), and go out after the
+    tombstone."""
+    jobs: list[Job] = []
+    forgets: list[str] = []
+    forgotten_later: set[str] = set()
+    for item in reversed(items):
+        if isinstance(item, Forget):
+            if item.user_id not in forgotten_later:
+                forgets.append(item.user_id)
+            forgotten_later.add(item.user_id)
+        elif item.event.user_id not in forgotten_later:
+            jobs.append(item)
+    jobs.reverse()
+    forgets.reverse()
+    return jobs, forgets
 
 
 def _forget_key(key: bytes | None, max_length: int) -> str | Rejection:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from encoders.checkpoint import TrainedModel
@@ -23,6 +24,7 @@ from streamrec.features.covisit import CoVisitation, CoVisitConfig
 from streamrec.features.popularity import DecayedPopularity
 from streamrec.features.user_state import RecentEvents, UserState, event_id_hash
 from streamrec.recommend.candidates import (
+    CandidateBatch,
     CandidateConfig,
     UserContext,
     build_candidates,
@@ -30,6 +32,7 @@ from streamrec.recommend.candidates import (
     source_scores,
 )
 from streamrec.recommend.catalog import Catalog, CatalogSnapshot
+from streamrec.recommend.diversity import mmr_scores
 from streamrec.recommend.explain import (
     COVISIT,
     POPULAR,
@@ -119,6 +122,7 @@ class Recommender:
         self.k = settings.recs.k
         self.source = settings.recs.source
         self.explains = settings.recs.explain
+        self.diversity = settings.recs.diversity
         self.candidates = candidate_config(settings)
         self.popularity = DecayedPopularity(
             settings.features.popularity_half_life_s,
@@ -374,7 +378,7 @@ class Recommender:
         if self.source in SINGLE_SOURCES:
             scores = source_scores(batch, self.source)
         else:
-            scores = heuristic_scores(batch)
+            scores = self._diversified(batch, heuristic_scores(batch))
         picked = [
             [r for r in rows if scores[r] > float("-inf")]
             for rows in batch.top_rows(scores, self.k)
@@ -404,11 +408,33 @@ class Recommender:
         batch = build_candidates(contexts, cfg, self.covisit, pop, model_lists, listable)
         rows = [index.row_of.get(i, -1) for i in batch.item_ids]
         batch.set_model_scores(vectors, index.matrix, rows)
-        scores = ranker.score(batch.features)
+        scores = self._diversified(batch, ranker.score(batch.features), rows)
         picked = batch.top_rows(scores, self.k)
         lists = [[(batch.item_ids[r], float(scores[r])) for r in p] for p in picked]
         kinds = ranked_kinds(batch, picked, ranker.score, cfg) if self.explains else []
         return lists, kinds
+
+    def _diversified(
+        self, batch: CandidateBatch, scores: np.ndarray, rows: Sequence[int] | None = None
+    ) -> np.ndarray:
+        """``scores`` re-ranked for diversity (``recs.diversity``; 0: as they are), over the
+        item vectors of the serving index (with a model) and the catalog's categories."""
+        if self.diversity <= 0.0 or not len(batch):
+            return scores
+        index = self.catalog.index
+        vectors = None
+        if self.model is not None:
+            if rows is None:
+                rows = [index.row_of.get(i, -1) for i in batch.item_ids]
+            r = np.asarray(rows, dtype=np.int64)
+            vectors = np.zeros((len(r), index.matrix.shape[1]), dtype=np.float32)
+            known = r >= 0
+            vectors[known] = index.matrix[torch.from_numpy(r[known])].numpy()
+        items = self.catalog.items
+        categories = [
+            it.category if (it := items.get(i)) is not None else None for i in batch.item_ids
+        ]
+        return mmr_scores(batch, scores, self.k, self.diversity, vectors, categories)
 
     def _popular(self, job: Job) -> list[tuple[str, float]]:
         exclude = job.purchased if self.candidates.exclude_purchased else frozenset()

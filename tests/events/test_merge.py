@@ -131,3 +131,17 @@ def test_unknown_source_is_refused() -> None:
     m: EventTimeMerge[str] = EventTimeMerge(SOURCES)
     with pytest.raises(ValueError, match="unknown source"):
         m.push("view", 0, 1.0, "x", now=0.0)
+
+
+def test_removed_items_leave_the_merge_and_the_rest_keep_their_order() -> None:
+    m: EventTimeMerge[str] = EventTimeMerge(SOURCES, MergeConfig(lateness_s=10.0))
+    for ts, (source, item) in enumerate(
+        [("browse", "u1-a"), ("click", "u2-a"), ("browse", "u1-b"), ("purchase", "u2-b")]
+    ):
+        m.push(source, 0, float(ts), item, now=0.0)
+    m.push("click", 1, 9.0, "u1-c", now=0.0)
+    gone = m.remove(lambda item: item.startswith("u1"))
+    assert sorted(gone) == ["u1-a", "u1-b", "u1-c"]
+    assert len(m) == 2
+    assert m.release(100.0, always) == ["u2-a", "u2-b"]
+    assert len(m) == 0
