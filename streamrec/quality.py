@@ -14,11 +14,13 @@ import dataclasses
 import json
 import logging
 import statistics
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from encoders.checkpoint import TrainedModel, load_checkpoint, save_checkpoint
@@ -32,7 +34,8 @@ from encoders.evaluate import (
 from encoders.metrics import at_k
 from encoders.presets import PRESETS, Preset
 from streamrec.datasets import Dataset
-from streamrec.recommend.candidates import heuristic_scores, source_scores
+from streamrec.recommend.candidates import CandidateBatch, heuristic_scores, source_scores
+from streamrec.recommend.list_metrics import list_metrics
 from streamrec.recommend.offline import (
     ListProtocol,
     ListState,
@@ -45,6 +48,7 @@ from streamrec.training import fit_checkpoint
 
 log = logging.getLogger(__name__)
 KS = (10, 50)
+BEYOND_AT = 10
 # The simple lists every evaluation shows beside the model: name -> how its candidates are scored
 HEURISTICS = {
     "recent items": lambda b: source_scores(b, "recent"),
@@ -64,6 +68,33 @@ class Row:
     serving_diff: float | None = None
     checkpoint: str = ""
     about: str = ""
+    # beyond accuracy, of the top BEYOND_AT (streamrec.recommend.list_metrics): rows with lists
+    beyond: dict[str, float] = dataclasses.field(default_factory=dict)
+
+
+def categories_of(items: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
+    """Each catalog item's category, where the dataset has them."""
+    return {i: str(f["category"]) for i, f in items.items() if f.get("category") is not None}
+
+
+def beyond_accuracy(
+    blocks: Sequence[tuple[CandidateBatch, list[int]]],
+    score_fn: Callable[[CandidateBatch], np.ndarray],
+    split: Split,
+    categories: Mapping[str, str] | None,
+    trained: TrainedModel | None,
+) -> dict[str, float]:
+    """Diversity, coverage and novelty of the top ``BEYOND_AT`` of each list under
+    ``score_fn``; intra-list diversity in ``trained``'s item space (left out without one)."""
+    lists = []
+    for batch, _ in blocks:
+        scores = score_fn(batch)
+        for rows in batch.top_rows(scores, BEYOND_AT):
+            lists.append([batch.item_ids[r] for r in rows if np.isfinite(scores[r])])
+    counts = Counter(i for seq in split.train.values() for i, _, _ in seq)
+    vectors = trained.vocab_item_vectors().numpy() if trained is not None else None
+    row_of = trained.row_of if trained is not None else None
+    return list_metrics(lists, vectors, row_of, categories, counts, len(counts))
 
 
 def _params(trained: TrainedModel) -> int:
@@ -100,7 +131,9 @@ def run_preset(
         metadata={"dataset": ds.name},
     )  # fmt: skip
     served = load_checkpoint(target)
-    rows = checkpoint_rows(served, fitted.split, fitted.state, protocol, exclude_history)
+    rows = checkpoint_rows(
+        served, fitted.split, fitted.state, protocol, exclude_history, categories_of(ds.items)
+    )
     meta = served.metadata["training"]
     meta["test"], meta["test_ranked"] = rows[0].metrics, rows[1].metrics
     save_checkpoint(target, served)
@@ -116,6 +149,7 @@ def checkpoint_rows(
     state: ListState,
     protocol: ListProtocol,
     exclude_history: bool,
+    categories: Mapping[str, str] | None = None,
 ) -> list[Row]:
     """A checkpoint on the test cases: its model alone (full ranking over the vocabulary), and
     the lists the worker serves with it (candidates from every source, ranked by its ranker)."""
@@ -140,18 +174,30 @@ def checkpoint_rows(
     ceiling = at_k(torch.tensor(found, dtype=torch.long), KS)
     return [
         Row(name, metrics, about="model alone, full ranking", **common),
-        Row(f"{name} + {served_as}", ranked, about="the lists the worker serves", **common),
+        Row(
+            f"{name} + {served_as}",
+            ranked,
+            about="the lists the worker serves",
+            beyond=beyond_accuracy(blocks, served_scores(trained), split, categories, trained),
+            **common,
+        ),
         Row(f"{name} candidates, next item first (ceiling)", ceiling, about="oracle order"),
     ]
 
 
 def simple_rows(
-    split: Split, state: ListState, protocol: ListProtocol, exclude_history: bool
+    split: Split,
+    state: ListState,
+    protocol: ListProtocol,
+    exclude_history: bool,
+    categories: Mapping[str, str] | None = None,
+    trained: TrainedModel | None = None,
 ) -> list[Row]:
     """The simple lists on the test cases of ``split``: popularity (the training-event count,
     full ranking), and recent items, co-visitation and their blend with popularity (what a
     worker serves without a model), built by the worker's list code from ``state``, counted
-    on the training events."""
+    on the training events. Their intra-list diversity is measured in ``trained``'s item space
+    when one is given."""
     vocab = sorted({i for s in split.train.values() for i, _, _ in s})
     row_of = {item: r + 1 for r, item in enumerate(vocab)}
     popularity = evaluate_popularity(split.train, split.test, row_of, KS, exclude_history)
@@ -159,7 +205,12 @@ def simple_rows(
     return [
         Row("popularity", popularity, about="most events in training first"),
         *(
-            Row(name, at_k(torch.from_numpy(ranks_of(blocks, fn)), KS), about="heuristic")
+            Row(
+                name,
+                at_k(torch.from_numpy(ranks_of(blocks, fn)), KS),
+                about="heuristic",
+                beyond=beyond_accuracy(blocks, fn, split, categories, trained),
+            )
             for name, fn in HEURISTICS.items()
         ),
     ]
@@ -171,9 +222,8 @@ def baseline_rows(
     """``simple_rows`` on the dataset's leave-one-out split."""
     protocol = protocol or ListProtocol()
     split = leave_one_out(ds.sequences)
-    return simple_rows(
-        split, ListState.from_sequences(split.train, protocol), protocol, exclude_history
-    )
+    state = ListState.from_sequences(split.train, protocol)
+    return simple_rows(split, state, protocol, exclude_history, categories_of(ds.items))
 
 
 def evaluate_checkpoint(
@@ -185,10 +235,12 @@ def evaluate_checkpoint(
     trained = load_checkpoint(directory)
     split = leave_one_out(ds.sequences)
     state = ListState.from_sequences(split.train, protocol)
-    rows = checkpoint_rows(trained, split, state, protocol, exclude_history)
+    categories = categories_of(ds.items)
+    rows = checkpoint_rows(trained, split, state, protocol, exclude_history, categories)
     for r in rows:
         r.checkpoint = str(directory)
-    return [*simple_rows(split, state, protocol, exclude_history), *rows]
+    simple = simple_rows(split, state, protocol, exclude_history, categories, trained)
+    return [*simple, *rows]
 
 
 def _cell(values: Sequence[float]) -> str:
@@ -198,6 +250,7 @@ def _cell(values: Sequence[float]) -> str:
 
 
 BASELINES = ("popularity", *HEURISTICS)
+BEYOND = ("ild", "categories", "coverage", "novelty")
 
 
 def format_table(ds: Dataset, rows: Sequence[Row], baseline: str = "sasrec") -> str:
@@ -216,13 +269,15 @@ def format_table(ds: Dataset, rows: Sequence[Row], baseline: str = "sasrec") -> 
     seeds = max(len(g) for g in groups.values())
     head = "| model | HR@10 | NDCG@10 | HR@50 | NDCG@50 | NDCG@10 vs " + baseline
     head += " | vs best simple | epochs (best) | train min | params | serve Δ |"
+    beyond = [c for c in BEYOND if any(c in r.beyond for r in rows)]
+    head += "".join(f" {c}@{BEYOND_AT} |" for c in beyond)
     lines = [
         f"{ds.describe()}; leave-one-out, full ranking"
         + (f"; median (min–max) over {seeds} seeds" if seeds > 1 else "")
         + f"; best simple list: {simple}",
         "",
         head,
-        "|" + "---|" * 11,
+        "|" + "---|" * (11 + len(beyond)),
     ]
     for name, g in groups.items():
         cells = [_cell([r.metrics[m] for r in g]) for m in ("hr@10", "ndcg@10", "hr@50", "ndcg@50")]
@@ -237,10 +292,24 @@ def format_table(ds: Dataset, rows: Sequence[Row], baseline: str = "sasrec") -> 
             else " | | "
         )
         diffs = [r.serving_diff for r in g if r.serving_diff is not None]
+        extra = "".join(
+            f" {_cell([r.beyond[c] for r in g if c in r.beyond])} |"
+            if any(c in r.beyond for r in g)
+            else " |"
+            for c in beyond
+        )
         lines.append(
             f"| {name} | {' | '.join(cells)} | {ratio} | {vs_simple} | {trained} | "
             + (f"{max(diffs):.1e} |" if diffs else " |")
+            + extra
         )
+    if beyond:
+        lines += [
+            "",
+            f"beyond accuracy, of the top {BEYOND_AT}: ild = intra-list diversity (mean cosine "
+            "distance in the model's item space), categories = distinct per list, coverage = "
+            "share of the training items listed at all, novelty = mean -log2 training share",
+        ]
     return "\n".join(lines)
 
 

@@ -13,7 +13,7 @@ from encoders.model import EncoderConfig
 from encoders.presets import PRESETS
 from streamrec.datasets.base import Dataset
 from streamrec.eventlog import read_events, read_items
-from streamrec.quality import checkpoint_rows, format_table, simple_rows
+from streamrec.quality import categories_of, checkpoint_rows, format_table, simple_rows
 from streamrec.recommend.offline import ListProtocol
 from streamrec.training import fit_checkpoint, items_by_id, sequences_from_events
 
@@ -50,8 +50,8 @@ def train_from_files(
     served = load_checkpoint(out_dir)
     ds = Dataset(events_path.name, sequences, items, exclude_history=False)
     rows = [
-        *simple_rows(fitted.split, fitted.state, protocol, False),
-        *checkpoint_rows(served, fitted.split, fitted.state, protocol, False),
+        *simple_rows(fitted.split, fitted.state, protocol, False, categories_of(items), served),
+        *checkpoint_rows(served, fitted.split, fitted.state, protocol, False, categories_of(items)),
     ]
     served.metadata["training"]["test"] = {
         "users": len(fitted.split.test),

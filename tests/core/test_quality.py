@@ -63,6 +63,12 @@ def test_quality_smoke(
     ceiling = by["streamrec" + ceil].metrics
     assert ceiling["hr@10"] == ceiling["ndcg@10"] == ceiling["hr@50"]
     assert ranked["hr@10"] <= ceiling["hr@10"] and ranked["ndcg@10"] <= ceiling["ndcg@10"]
+    # beyond accuracy, for every row that has lists: the served one in the model's item space
+    beyond = by["streamrec + ranker"].beyond
+    assert 0 < beyond["ild"] <= 2 and 0 < beyond["coverage"] <= 1 and beyond["novelty"] > 0
+    assert "ild" not in by["recent items"].beyond  # no model before training: no item space
+    assert by["co-visitation"].beyond["coverage"] > 0
+    assert "ild@10" in table and "novelty@10" in table
 
     # the worker-loadable checkpoint carries its test numbers, and `streamrec evaluate` on it
     # reproduces them
@@ -85,6 +91,12 @@ def test_quality_smoke(
     ndcg = f"{by['streamrec'].metrics['ndcg@10']:.4f}"
     assert ndcg in out and "history removed" in out
     assert f"| streamrec + ranker | {ranked['hr@10']:.4f} | {ranked['ndcg@10']:.4f} |" in out
+    # with a checkpoint, the simple lists' diversity is measured in its item space too
+    lines = out.splitlines()
+    head = next(line for line in lines if line.startswith("| model |"))
+    row = next(line for line in lines if line.startswith("| co-visitation |"))
+    cells = dict(zip(head.split("|"), row.split("|"), strict=True))
+    assert float(cells[" ild@10 "]) > 0, row
 
 
 def test_bench_quality_command(chain_file: Path, tmp_path: Path) -> None:
