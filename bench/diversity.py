@@ -73,13 +73,10 @@ def main() -> int:
 
         return score
 
-    systems: dict[str, tuple[str, Score]] = {n: ("", fn) for n, fn in HEURISTICS.items()}
+    systems: dict[str, Score] = dict(HEURISTICS)
     for text in args.settings.split(","):
         lam = float(text)
-        systems[f"served (ranker), diversity {lam:g}"] = (
-            f"{lam:g}",
-            diversified(lam),
-        )
+        systems[f"served (ranker), diversity {lam:g}"] = diversified(lam)
     rows = []
     for name, fn in tqdm(systems.items(), desc="lists"):
         t0 = time.perf_counter()

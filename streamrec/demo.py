@@ -80,7 +80,8 @@ class ListCollector(threading.Thread):
         while not self._done.is_set():
             for records in self.consumer.poll(timeout_ms=100).values():
                 now = time.time()
-                self.lists.extend((now, orjson.loads(r.value)) for r in records)
+                # a null value is a forgotten user's tombstone, not a list
+                self.lists.extend((now, orjson.loads(r.value)) for r in records if r.value)
         self.consumer.close()
 
     def stop(self) -> None:
@@ -229,11 +230,11 @@ def run_demo(settings: Settings, cfg: DemoConfig) -> int:
         print(f"   model                    {health.get('model_version')}")
         if live_lists:
             example = live_lists[-1][1]
-            print(
-                f"   example list for {example['user_id']}: "
-                + ", ".join(f"{i['item_id']} ({i['score']:.2f})" for i in example["items"][:5])
-                + ", ..."
-            )
+            print(f"   example list for {example['user_id']} (source {example['source']}), top 5:")
+            for rank, entry in enumerate(example["items"][:5], 1):
+                why = entry.get("why", {})
+                reason = f"{why.get('kind', '')}: {why.get('text', '')}" if why else ""
+                print(f"     {rank}. {entry['item_id']:<10} {entry['score']:8.3f}  {reason}")
         print(f"   run directory            {work}")
         ok = len(live_lists) > 0 and counters.get("events_rejected", 0) >= len(BAD_EVENTS)
         return 0 if ok else 1
