@@ -38,11 +38,12 @@ def test_topics_replay_worker_and_recs(kafka_bootstrap, unique_name, tmp_path):
     s = make_settings(kafka_bootstrap, unique_name("cli"), tmp_path, partitions=3)
     out = cli(s, "topics", "create")
     assert out.returncode == 0, out.stderr
-    # the 3 event topics, items, recommendations, dlq and the users table's changelog
-    assert out.stdout.count("created") == 7
+    # the 3 event topics, forget requests, items, recommendations, dlq, the users changelog
+    assert out.stdout.count("created") == 8
     assert f"created  {s.app.id}-users-changelog" in out.stdout
+    assert f"created  {s.topics.forget}" in out.stdout
     again = cli(s, "topics", "create")
-    assert again.stdout.count("exists") == 7  # idempotent
+    assert again.stdout.count("exists") == 8  # idempotent
 
     world = generate(GeneratorConfig(n_users=40, n_items=60, days=2, seed=3))
     write_items(tmp_path / "items.jsonl", world.items)
