@@ -98,6 +98,8 @@ class FeatureSettings:
     window_buckets: int
     popularity_half_life_s: float
     popularity_max_items: int
+    retention_days: float
+    retention_sweep_s: float
 
 
 @dataclass(frozen=True)
@@ -271,6 +273,7 @@ _POSITIVE = {
     "features.window_buckets",
     "features.popularity_half_life_s",
     "features.popularity_max_items",
+    "features.retention_sweep_s",
     "retrieval.max_unlisted_items",
     "features.windows_s",
     "model.cache_mb",
@@ -292,6 +295,7 @@ _POSITIVE = {
 }
 _NON_NEGATIVE = {
     "validation.max_future_skew_s",
+    "features.retention_days",
     "ingest.lateness_ms",
     "ingest.behind_wait_ms",
     "errors.retry_backoff_ms",

@@ -22,6 +22,7 @@ class Topics:
     events: faust.TopicT
     type_of: dict[str, str]  # topic name -> event type
     forget: str  # the forget requests' topic name
+    forget_requests: faust.TopicT  # the same topic, to send on (the retention sweep)
     recommendations: faust.TopicT
     dlq: faust.TopicT
 
@@ -50,6 +51,7 @@ def declare(app: faust.App, settings: Settings) -> Topics:
         events=topic(*by_type.values(), t.forget),
         type_of={name: etype for etype, name in by_type.items()},
         forget=t.forget,
+        forget_requests=topic(t.forget),
         recommendations=topic(t.recommendations),
         dlq=topic(t.dlq),
     )

@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import math
 import os
 import time
 import weakref
@@ -39,7 +40,7 @@ from encoders.checkpoint import CheckpointError, TrainedModel, load_checkpoint
 from streamrec.events.merge import EventTimeMerge, Lag, MergeConfig
 from streamrec.events.schema import Event, Item
 from streamrec.events.validate import Limits, Message, Rejection, validate_message
-from streamrec.features.user_state import FeatureLimits, UserState
+from streamrec.features.user_state import FeatureLimits, UserState, last_activity
 from streamrec.recommend.catalog import embed
 from streamrec.recommend.engine import Job, Recommender
 from streamrec.retrieve.graph_store import GraphStore
@@ -59,6 +60,7 @@ from streams.web_auth import user_data_refusal
 log = logging.getLogger(__name__)
 MODEL_POLL_S = 10.0
 FAULT_COMMIT_S = 10.0  # how long a stopping worker tries to commit what it has acked
+SWEEP_YIELD_EVERY = 500  # records the retention sweep reads between yields to the event loop
 
 
 class WorkerFault(RuntimeError):
@@ -154,6 +156,8 @@ class Worker:
             app.task(self._release_late)
         app.task(self._seed_popularity)
         app.timer(MODEL_POLL_S)(self._poll_model)
+        if self.feature_limits.retention_s > 0:
+            app.timer(self.settings.features.retention_sweep_s)(self._sweep_retention)
         app.page("/live/")(self._live_view())
         app.page("/health/")(self._health_view())
         app.page("/metrics/")(self._metrics_view())
@@ -271,8 +275,17 @@ class Worker:
         if isinstance(user, Rejection):
             await self._park(event, user)
             return
+        idle_before = _idle_before(msg.value)
+        if isinstance(idle_before, Rejection):
+            await self._park(event, idle_before)
+            return
         key = user.encode()
         async with self._merge_lock:
+            if idle_before is not None and self._active_since(user, idle_before):
+                # The sweep's request, and the user came back since it was sent: keep them.
+                self.metrics.inc("retention_kept")
+                self.acks.ack(event)
+                return
             dropped = self.merge.remove(lambda held: held[0].user_id == user)
         for _, held_event in dropped:
             self.acks.ack(held_event)
@@ -281,11 +294,42 @@ class Worker:
                 del self.users[key]
         self.recommender.forget(user)
         self._forgotten_in_flight.add(user)
-        self.metrics.inc("users_forgotten")
+        self.metrics.inc("users_forgotten" if idle_before is None else "users_expired")
         self.metrics.inc("events_forgotten", len(dropped))
         # Which request, not whose: the log keeps no user id.
         log.info("forgetting a user (request %s[%d]@%d)", msg.topic, msg.partition, msg.offset)
         await self.batcher.submit((Forget(user), event))
+
+    def _active_since(self, user: str, idle_before: float) -> bool:
+        """Whether ``user`` has an event at or after ``idle_before`` (event time) in their record,
+        or events held in the merge (read, so not idle); a user with no record has nothing to
+        expire. Called under the merge lock."""
+        if self.merge.holds(lambda held: held[0].user_id == user):
+            return True
+        raw = self.users.get(user.encode())
+        return not raw or last_activity(raw) >= idle_before
+
+    async def _sweep_retention(self) -> None:
+        """Ask to forget each user of this worker's partitions whose newest event is older than
+        features.retention_days by the wall clock (docs/guarantees.md#retention). The request
+        goes on the forget topic keyed by the user, so the worker holding them carries it out in
+        order with their events, and checks again then: one who came back is kept."""
+        if not self.ready():
+            return  # tables not recovered or partitions moving: the next sweep looks again
+        idle_before = time.time() - self.feature_limits.retention_s
+        value = orjson.dumps({"reason": "retention", "idle_before": idle_before})
+        idle: list[bytes] = []
+        # A RocksDB iterator reads a snapshot, so the loop may yield to the event loop.
+        for n, (key, raw) in enumerate(self.users.items()):
+            if n % SWEEP_YIELD_EVERY == SWEEP_YIELD_EVERY - 1:
+                await asyncio.sleep(0)
+            if raw and last_activity(raw) < idle_before:
+                idle.append(key)
+        for key in idle:
+            await self.topics.forget_requests.send(key=key, value=value)
+        self.metrics.inc("retention_swept", len(idle))
+        if idle:
+            log.info("retention sweep: asked to forget %d idle user(s)", len(idle))
 
     async def _release(self) -> None:
         """Apply the events the merge lets go, in its order (one caller at a time, so the order
@@ -678,6 +722,25 @@ def split_forgets(items: list[Job | Forget]) -> tuple[list[Job], list[str]]:
     jobs.reverse()
     forgets.reverse()
     return jobs, forgets
+
+
+def _idle_before(value: bytes | None) -> float | Rejection | None:
+    """A forget request from the retention sweep names the wall time before which the user must
+    have been idle (``{"idle_before": <epoch s>}``); any other request is unconditional."""
+    if not value:
+        return None
+    try:
+        body = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return None  # the value of a plain request is not read
+    if not isinstance(body, dict) or "idle_before" not in body:
+        return None
+    t = body["idle_before"]
+    if isinstance(t, bool) or not isinstance(t, int | float) or not math.isfinite(t):
+        return Rejection(
+            "bad_timestamp", f"'idle_before' of a forget request must be finite seconds, got {t!r}"
+        )
+    return float(t)
 
 
 def _forget_key(key: bytes | None, max_length: int) -> str | Rejection:

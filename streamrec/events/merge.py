@@ -153,6 +153,10 @@ class EventTimeMerge(Generic[T]):
         self._pending -= len(out)
         return out
 
+    def holds(self, match: Callable[[T], bool]) -> bool:
+        """True when an item ``match`` picks is held (a user idle for the sweep has events here)."""
+        return any(match(e[2]) for q in self._queues.values() for e in q.items)
+
     def next_deadline(self) -> float | None:
         """The earliest wall time at which a waiting head's shortest bound runs out (None: empty);
         a head waiting for a topic that is behind may wait longer: check again then."""

@@ -3,7 +3,7 @@
 One compact record per user: the recent event sequence (what the encoder rebuilds from), per-type
 counts (total and over rolling windows), purchased items and last activity. Serialized into the
 worker's RocksDB table with a small binary codec; its size is bounded by the settings, not by the
-user's history (under 4 KB at the defaults with every limit full and 10-character item ids).
+user's history (under 4.5 KB at the defaults with every limit full and 10-character item ids).
 
 De-duplication rides on the sequence: each kept event carries a digest of its id, and per event
 type ``floors`` holds the newest timestamp among events of that type that fell out of it. An event
@@ -17,6 +17,13 @@ already left the kept sequence is not counted.
 
 The sequence is kept in event-time order: an event read after a later-stamped one (from another
 topic) is inserted where it belongs, and the encoder rebuilds that user's state.
+
+Retention (``features.retention_days``): each update drops what is older than the retention before
+the user's newest event, in event time, so live, replay and offline runs agree: kept events,
+window buckets and purchases go, the floors rise past the dropped events (a redelivery of one
+stays a duplicate) and the per-type counts shrink to what is kept. A count of events that left the
+sequence earlier (past ``sequence_max``) and are newer than the cutoff cannot be told apart from
+older ones: until the cutoff passes that type's floor it keeps them, then it is exact again.
 """
 
 from __future__ import annotations
@@ -32,8 +39,10 @@ from streamrec.settings import FeatureSettings
 
 N_TYPES = len(EVENT_TYPES)
 PURCHASE = EVENT_TYPE_CODE["purchase"]
-MAGIC = b"U2"  # U1 records (no last_applied) are still read
+MAGIC = b"U3"  # U1 (no last_applied) and U2 (no purchase times, no horizon) are still read
+MAGIC_V2 = b"U2"
 MAGIC_V1 = b"U1"
+DAY_S = 86400.0
 
 SeqEntry = tuple[str, int, float, int]  # (item id, type code, ts, event-id digest)
 
@@ -49,10 +58,17 @@ class FeatureLimits:
     purchased_max: int = 50
     windows_s: tuple[int, ...] = (3600, 86400)
     window_buckets: int = 12
+    retention_s: float = 0.0  # 0: keep events until the other limits push them out
 
     @classmethod
     def from_settings(cls, fs: FeatureSettings) -> FeatureLimits:
-        return cls(fs.sequence_max, fs.purchased_max, fs.windows_s, fs.window_buckets)
+        return cls(
+            fs.sequence_max,
+            fs.purchased_max,
+            fs.windows_s,
+            fs.window_buckets,
+            fs.retention_days * DAY_S,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +121,11 @@ class UserState:
     # Digest of the event applied last (not always the newest in event time): a redelivery of it
     # may never have had its list published.
     last_applied: int = 0
+    purchased_ts: list[float] = field(default_factory=list)  # when each of ``purchased`` was
+    horizon: float = float("-inf")  # the newest retention cutoff applied: nothing older is kept
+    # Kept events the last ``apply`` dropped for retention (not stored): the encoder's cached
+    # state still holds them, so it is rebuilt from what is kept.
+    expired: int = field(default=0, compare=False)
 
     # -- updates -------------------------------------------------------------------------------
 
@@ -117,6 +138,7 @@ class UserState:
 
     def apply(self, event: Event, limits: FeatureLimits) -> bool:
         """Fold one event in. Returns False (and changes nothing) for an already seen event."""
+        self.expired = 0
         if self.seen(event):
             return False
         code = event.type_code
@@ -139,14 +161,65 @@ class UserState:
         self._count_in_windows(code, event.ts, limits)
         if code == PURCHASE:
             if event.item_id in self.purchased:
-                self.purchased.remove(event.item_id)
+                i = self.purchased.index(event.item_id)
+                del self.purchased[i], self.purchased_ts[i]
             self.purchased.append(event.item_id)
+            self.purchased_ts.append(event.ts)
             if len(self.purchased) > limits.purchased_max:
-                del self.purchased[: len(self.purchased) - limits.purchased_max]
+                drop = len(self.purchased) - limits.purchased_max
+                del self.purchased[:drop], self.purchased_ts[:drop]
         if self.n_events == 1:
             self.first_ts = event.ts
         self.last_ts = max(self.last_ts, event.ts)
+        if limits.retention_s > 0:
+            cutoff = self.last_ts - limits.retention_s
+            if cutoff > self.horizon or event.ts < cutoff:  # else nothing kept can be older
+                self.expire(cutoff, limits)
         return True
+
+    def expire(self, cutoff: float, limits: FeatureLimits) -> None:
+        """Drop what is older than ``cutoff`` (event time; see the module doc). Cheap when there
+        is nothing to drop: the sequence is in event time, so its head says."""
+        floors = self.floors
+        stale_seq = bool(self.seq) and self.seq[0][2] < cutoff
+        stale_floor = any(self.horizon <= f < cutoff for f in floors)
+        stale_purchase = bool(self.purchased_ts) and min(self.purchased_ts) < cutoff
+        if not (stale_seq or stale_floor or stale_purchase):
+            # Nothing kept is older; the windows age out on their own (they are shorter).
+            self.horizon = max(self.horizon, cutoff)
+            self.first_ts = max(self.first_ts, cutoff)
+            return
+        drop = bisect.bisect_left(self.seq, cutoff, key=_ts)
+        dropped = [0] * N_TYPES
+        for _, code, ts, _ in self.seq[:drop]:
+            floors[code] = max(floors[code], ts)
+            dropped[code] += 1
+        if drop:
+            # The first kept event starts the kept history: its gap to an expired one would keep
+            # a trace of what is gone.
+            self.last_gap = -1.0
+            del self.seq[:drop]
+        kept = [0] * N_TYPES
+        for _, code, _, _ in self.seq:
+            kept[code] += 1
+        for t in range(N_TYPES):
+            # Every event of type t that left the sequence earlier is at or before floors[t]:
+            # past the cutoff, all of them are gone and the kept ones are the whole count.
+            if floors[t] < cutoff:
+                self.counts[t] = kept[t]
+            else:
+                self.counts[t] = max(kept[t], self.counts[t] - dropped[t])
+        for buckets, window in zip(self.windows, limits.windows_s, strict=False):
+            width = window / limits.window_buckets
+            for b in [b for b in buckets if (b + 1) * width <= cutoff]:
+                del buckets[b]
+        keep = [i for i, ts in enumerate(self.purchased_ts) if ts >= cutoff]
+        if len(keep) < len(self.purchased):
+            self.purchased = [self.purchased[i] for i in keep]
+            self.purchased_ts = [self.purchased_ts[i] for i in keep]
+        self.horizon = max(self.horizon, cutoff)
+        self.first_ts = max(self.first_ts, cutoff)
+        self.expired = drop
 
     def _count_in_windows(self, code: int, ts: float, limits: FeatureLimits) -> None:
         while len(self.windows) < len(limits.windows_s):
@@ -221,13 +294,17 @@ class UserState:
         for item in self.purchased:
             _put_str(out, item)
         out += _U64.pack(self.last_applied)
+        for ts in self.purchased_ts:
+            out += _F64.pack(ts)
+        out += _F64.pack(self.horizon)
         return bytes(out)
 
     @classmethod
     def from_bytes(cls, raw: bytes | None) -> UserState:
         if not raw:
             return cls()
-        if raw[:2] not in (MAGIC, MAGIC_V1):
+        version = raw[:2]
+        if version not in (MAGIC, MAGIC_V2, MAGIC_V1):
             raise ValueError(f"not a user-state record (starts with {raw[:2]!r})")
         r = _Reader(raw, 2)
         n_events, last_gap, first_ts, last_ts = r.unpack(_HEAD)
@@ -246,13 +323,23 @@ class UserState:
             windows.append(buckets)
         purchased = [r.string() for _ in range(r.unpack(_U16)[0])]
         last_applied = seq[-1][3] if seq else 0  # U1: the newest kept event stands in
-        if raw[:2] == MAGIC:
+        if version != MAGIC_V1:
             last_applied = r.unpack(_U64)[0]
+        if version == MAGIC:
+            purchased_ts = [r.unpack(_F64)[0] for _ in purchased]
+            (horizon,) = r.unpack(_F64)
+        else:
+            # U1/U2 kept no purchase times: the item's newest kept purchase event stands in, else
+            # the purchase floor (the purchase was at or before it, so under retention it may
+            # stay up to that much longer, never go early).
+            when = {i: ts for i, c, ts, _ in seq if c == PURCHASE}
+            purchased_ts = [when.get(i, floors[PURCHASE]) for i in purchased]
+            horizon = float("-inf")
         if r.pos != len(raw):
             raise ValueError(f"user-state record has {len(raw) - r.pos} trailing bytes")
         return cls(
             n_events, seq, last_gap, floors, counts, windows, purchased, first_ts, last_ts,
-            last_applied,
+            last_applied, purchased_ts, horizon,
         )  # fmt: skip
 
     def summary(self, limits: FeatureLimits) -> dict[str, Any]:
@@ -273,6 +360,14 @@ class UserState:
         }
 
 
+def last_activity(raw: bytes) -> float:
+    """The newest event time of a stored record, read without decoding it (the retention sweep
+    looks at every user)."""
+    if raw[:2] not in (MAGIC, MAGIC_V2, MAGIC_V1) or len(raw) < 2 + _HEAD.size:
+        raise ValueError(f"not a user-state record (starts with {raw[:2]!r})")
+    return float(_HEAD.unpack_from(raw, 2)[3])
+
+
 def _ts(entry: SeqEntry) -> float:
     return entry[2]
 
@@ -282,12 +377,14 @@ def _gap(prev_ts: float, ts: float) -> float:
     return max(0.0, ts - prev_ts)
 
 
-# Little-endian layout: magic, head, counts, floors, seq (type, ts, id digest, item), windows, purchased.
+# Little-endian layout: magic, head, counts, floors, seq (type, ts, id digest, item), windows,
+# purchased, last applied, purchase times, horizon.
 _HEAD = struct.Struct("<Qddd")
 _COUNTS = struct.Struct(f"<{N_TYPES}Q")
 _FLOORS = struct.Struct(f"<{N_TYPES}d")
 _SEQ = struct.Struct("<BdQ")
 _U64 = struct.Struct("<Q")
+_F64 = struct.Struct("<d")
 _BUCKET = struct.Struct(f"<q{N_TYPES}I")
 _U16 = struct.Struct("<H")
 _U8 = struct.Struct("<B")

@@ -72,6 +72,9 @@ class Job:
     # Where this event went in the user's history: before ``position`` when it was read after a
     # later-stamped event of another type (then cached encoder state past it is stale).
     inserted_at: int
+    # Retention dropped some of the user's kept events with this one (UserState.expire): cached
+    # encoder state still attends to them, so the user is rebuilt from what is kept.
+    expired: bool = False
 
     @property
     def reordered(self) -> bool:
@@ -225,6 +228,7 @@ class Recommender:
             state.recent(n),
             frozenset(state.purchased),
             inserted_at=-1 if at is None else at,
+            expired=state.expired > 0,
         )
 
     def recommend(
@@ -317,7 +321,8 @@ class Recommender:
         first_insert: dict[str, int] = {}
         for j in jobs:
             user = j.event.user_id
-            first_insert[user] = min(first_insert.get(user, j.inserted_at), j.inserted_at)
+            at = -1 if j.expired else j.inserted_at  # -1: nothing cached is usable
+            first_insert[user] = min(first_insert.get(user, at), at)
         requests: list[StepRequest] = []
         last_request = []
         for i in final:

@@ -1,7 +1,10 @@
+import dataclasses
 import random
 
+import pytest
+
 from streamrec.events.schema import Event
-from streamrec.features.user_state import FeatureLimits, UserState
+from streamrec.features.user_state import FeatureLimits, UserState, last_activity
 
 LIM = FeatureLimits(sequence_max=8, purchased_max=3, windows_s=(3600, 86400), window_buckets=12)
 
@@ -87,7 +90,7 @@ def test_bytes_roundtrip_and_size_bounded_at_default_limits():
     assert len(s.seq) == lim.sequence_max and len(s.purchased) == lim.purchased_max
     raw = s.to_bytes()
     assert UserState.from_bytes(raw) == s
-    assert len(raw) < 4096
+    assert len(raw) < 4608  # 4.3 KB: the 50 purchases carry their times for retention
 
 
 def test_corrupt_records_are_refused():
@@ -157,7 +160,76 @@ def test_records_round_trip_and_version_1_records_are_still_read():
         s.apply(e(i, "purchase" if i == 1 else "click"), LIM)
     back = UserState.from_bytes(s.to_bytes())
     assert back == s and back.is_last_applied(e(1))
+    u2 = b"U2" + s.to_bytes()[2 : -8 * (len(s.purchased) + 1)]  # before purchase times
+    old2 = UserState.from_bytes(u2)
+    # the purchase time comes from its kept event; nothing had expired yet
+    assert old2 == dataclasses.replace(s, horizon=float("-inf"))
+    assert old2.purchased_ts == [e(1).ts]
     # a U1 record (before last_applied was stored): the newest kept event stands in for it
-    v1 = b"U1" + s.to_bytes()[2:-8]
+    v1 = b"U1" + u2[2:-8]
     old = UserState.from_bytes(v1)
     assert old.seq == s.seq and old.last_applied == s.seq[-1][3]
+    assert last_activity(v1) == last_activity(s.to_bytes()) == s.last_ts
+
+
+DAY = 86400.0
+RET = dataclasses.replace(LIM, retention_s=2 * DAY)
+
+
+def test_retention_drops_what_is_older_than_it_before_the_newest_event():
+    t0 = 1.7e9
+    s = UserState()
+    s.apply(e(1, "click", item="a", ts=t0), RET)
+    s.apply(e(2, "purchase", item="p", ts=t0 + 60), RET)
+    s.apply(e(3, "browse", item="b", ts=t0 + DAY), RET)
+    assert s.counts == [1, 1, 1] and s.purchased == ["p"] and s.expired == 0
+    s.apply(e(4, "click", item="c", ts=t0 + 2 * DAY + 120), RET)  # a and p are past 2 days
+    assert [x[0] for x in s.seq] == ["b", "c"]
+    assert s.counts == [1, 1, 0]  # browse b, click c: the old click and the purchase are gone
+    assert s.purchased == [] and s.purchased_ts == []
+    assert s.expired == 2 and s.last_gap == -1.0  # no trace of the dropped predecessor's time
+    assert s.first_ts == t0 + 120 and s.n_events == 4
+    # the day window's buckets of the dropped events went with them
+    assert all((b + 1) * (DAY / 12) > t0 + 120 for b in s.windows[1])
+    # a redelivery of a dropped event is still a duplicate: it does not come back
+    assert not s.apply(e(1, "click", item="a", ts=t0), RET)
+    assert not s.apply(e(2, "purchase", item="p", ts=t0 + 60), RET)
+    assert s.expired == 0
+    back = UserState.from_bytes(s.to_bytes())
+    assert back == s and back.horizon == t0 + 120
+
+
+def test_retention_counts_become_exact_once_the_cutoff_passes_the_floor():
+    # 20 clicks an hour apart: 12 leave the 8-event sequence; with a 2-day retention none has
+    # expired, so the count keeps them all
+    s = UserState()
+    t0 = 1.7e9
+    for i in range(20):
+        s.apply(e(i, "click", ts=t0 + 3600 * i), RET)
+    assert s.counts[1] == 20 and len(s.seq) == 8
+    # a day later than all of them plus two: every click but the kept ones is past the cutoff
+    s.apply(e(99, "browse", ts=t0 + 3600 * 19 + 2 * DAY - 3600 * 3), RET)
+    kept_clicks = sum(1 for x in s.seq if x[1] == 1)
+    assert s.counts == [1, kept_clicks, 0]
+    assert kept_clicks == 4  # hours 16..19 are within two days of the newest event
+
+
+def test_an_event_older_than_the_retention_is_counted_and_dropped_at_once():
+    t0 = 1.7e9
+    s = UserState()
+    s.apply(e(1, "click", ts=t0 + 5 * DAY), RET)
+    assert s.apply(e(2, "browse", ts=t0), RET)  # new, but older than the retention
+    assert len(s.seq) == 1 and s.counts == [0, 1, 0] and s.expired == 1
+    assert not s.apply(e(2, "browse", ts=t0), RET)  # and its redelivery stays out
+
+
+def test_without_retention_nothing_expires():
+    s = UserState()
+    s.apply(e(1, "purchase", item="p", ts=1.7e9), LIM)
+    s.apply(e(2, ts=1.7e9 + 400 * DAY), LIM)
+    assert s.purchased == ["p"] and len(s.seq) == 2 and s.counts == [0, 1, 1]
+
+
+def test_last_activity_refuses_what_is_not_a_record():
+    with pytest.raises(ValueError):
+        last_activity(b"XX" + bytes(40))

@@ -435,3 +435,43 @@ def test_rows_looked_up_for_one_batch_are_never_given_away_within_it(trained):
     assert rows[0] == rows[3]
     after = rec.catalog.row_for_history("e")  # outside a batch the bound applies again
     assert after in rows and len(rec.catalog.unlisted) == 4
+
+
+def test_events_dropped_for_retention_leave_the_encoder_state_as_if_never_seen(trained):
+    """After retention drops a user's old events, their vector is the full pass over what is
+    kept (a fresh user with those events alone), not the cached state that still holds them."""
+    day = 86400.0
+    ret = FeatureLimits(retention_s=2 * day)
+    old = [Event(f"o{n}", "u", f"i{(7 * n) % 30}", "click", 1.7e9 + 60 * n) for n in range(8)]
+    new = [
+        Event(f"n{n}", "u", f"i{(5 * n + 1) % 30}", "browse", 1.7e9 + 3 * day + 60 * n)
+        for n in range(4)
+    ]
+    rec = with_catalog(trained)
+    state = UserState()
+    for e in old + new[:1]:
+        state.apply(e, ret)
+        rec.recommend([rec.job(e, state)])  # warm: the cache is stepped event by event
+    assert state.seq[0][0] == new[0].item_id  # the old ones went with the first new event
+    for e in new[1:]:
+        state.apply(e, ret)
+        job = rec.job(e, state)
+        rec.recommend([job])
+    with rec.catalog.pinned_rows():
+        served = rec._encode([job], [0])[0]
+
+    fresh = with_catalog(trained)
+    kept = UserState()
+    for e in new:
+        kept.apply(e, LIMITS)
+    with fresh.catalog.pinned_rows():
+        want = fresh._encode([fresh.job(new[-1], kept)], [0])[0]
+    assert torch.allclose(served, want, atol=2e-2)
+    # and it is not what the history with the old events gives
+    everything = UserState()
+    for e in old + new:
+        everything.apply(e, LIMITS)
+    full = with_catalog(trained)
+    with full.catalog.pinned_rows():
+        with_old = full._encode([full.job(new[-1], everything)], [0])[0]
+    assert not torch.allclose(with_old, want, atol=2e-2)
