@@ -31,6 +31,7 @@ from encoders.evaluate import (
 from encoders.item_features import ItemFeatures, ItemFeaturizer
 from encoders.metrics import at_k
 from encoders.model import EncoderConfig, StreamRecModel, left_pad
+from encoders.private import DPConfig, PrivateSteps, SampleLoss, default_delta
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,12 @@ class TrainConfig:
     last_chunk_only: bool = False
     # "cosine": linear warm-up over the first epoch, then cosine decay to 0 at ``epochs``
     lr_schedule: str = "constant"
+    # DP-SGD (encoders/private.py) when > 0: user-level (ε, δ) over the planned ``epochs``, each
+    # user's gradient clipped to ``dp_clip`` (then ``grad_clip`` is not used); δ 0 = the default
+    dp_epsilon: float = 0.0
+    dp_delta: float = 0.0
+    dp_clip: float = 1.0
+    dp_microbatch: int = 16  # users whose per-sample gradients are held at once (memory)
 
 
 # --------------------------------------------------------------------------------------------
@@ -176,6 +183,33 @@ def train_model(
         torch.set_num_threads(old_threads)
 
 
+def _sample_loss(
+    model: StreamRecModel, feats: ItemFeatures, neg_idx: Tensor, full: bool
+) -> SampleLoss:
+    """One user's mean next-item loss over their chunk, as ``_Trainer._loss`` computes it for a
+    batch: over the whole vocabulary (``full``), or against their target and the step's shared
+    negatives. ``neg_idx``: the candidate rows of the step's item vectors."""
+
+    def body(
+        rows: Tensor, types: Tensor, gapb: Tensor, valid: Tensor, tgt: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        iv = model.item_tower(feats)
+        h = model.user_tower(iv[rows[None]], types[None], gapb[None], valid[None])[0]
+        if full:
+            logits = h @ iv[neg_idx].T  # row r is column r - 1: the unknown row is never a target
+            t = torch.where(tgt >= 0, tgt - 1, -1)
+        else:
+            pos = (h * iv[tgt.clamp(min=0)]).sum(-1, keepdim=True)
+            neg = (h @ iv[neg_idx].T).masked_fill(neg_idx[None, :] == tgt[:, None], float("-inf"))
+            logits = torch.cat([pos, neg], dim=1)
+            t = torch.where(tgt >= 0, 0, -1)
+        n = (t >= 0).sum().clamp(min=1)
+        loss = F.cross_entropy(logits, t, ignore_index=-1, reduction="sum") / n
+        return loss, loss.detach()
+
+    return SampleLoss(model, body)
+
+
 class _Trainer:
     def __init__(
         self,
@@ -222,6 +256,10 @@ class _Trainer:
             [row_of.get(validation[u][0], 0) for u in val_users], dtype=torch.long
         )
         self.chunks = _chunks(self.encoded, tc.max_seq_len, cfg.context_events, tc.last_chunk_only)
+        if tc.dp_epsilon > 0:
+            # the privacy unit is the user: one chunk each, their most recent
+            last = {c[0]: c for c in self.chunks}
+            self.chunks = list(last.values())
         if not self.chunks:
             raise ValueError("no user has two training events; nothing to predict")
 
@@ -276,6 +314,46 @@ class _Trainer:
         logits = torch.cat([pos_logit, neg_logits], dim=1)
         return F.cross_entropy(logits, torch.zeros_like(tgt)), n_tgt
 
+    def _private_step(
+        self,
+        model: StreamRecModel,
+        part: Sequence[tuple[int, int, int, int]],
+        private: PrivateSteps,
+    ) -> tuple[float, int]:
+        """One DP-SGD step on the users Poisson-sampled into ``part``: each user's gradient of
+        their own mean loss (the same loss as ``_loss``), clipped, summed, noised."""
+        tc, cfg = self.tc, self.cfg
+        ids = self.all_ids
+        if tc.id_dropout > 0:
+            ids = torch.where(torch.rand(cfg.n_item_ids) < tc.id_dropout, 0, ids)
+        full = tc.loss == "full" or (tc.loss == "auto" and cfg.n_item_ids - 1 <= AUTO_SAMPLED_ITEMS)
+        full = full or tc.negatives >= cfg.n_item_ids - 1
+        summed: dict[str, Tensor] = {}
+        total, count = 0.0, 0
+        for m in range(0, len(part), max(1, tc.dp_microbatch)):
+            micro = part[m : m + max(1, tc.dp_microbatch)]
+            rows, types, gapb, valid, tgt = _batch(self.encoded, micro, cfg.n_gap_buckets)
+            if full:
+                feats = self.vocab_features.with_id_index(ids)
+                used = None
+                neg_idx = torch.arange(1, cfg.n_item_ids)
+            else:
+                neg = torch.randint(1, cfg.n_item_ids, (tc.negatives,))
+                used = torch.unique(torch.cat([rows.flatten(), tgt[tgt >= 0], neg]))
+                feats = self.vocab_features.select(used).with_id_index(ids[used])
+                rows = torch.searchsorted(used, rows)
+                tgt = torch.where(tgt >= 0, torch.searchsorted(used, tgt.clamp(min=0)), -1)
+                neg_idx = torch.searchsorted(used, neg)
+            body = _sample_loss(model, feats, neg_idx, full)
+            grads, losses = private.per_sample_grads(body, (rows, types, gapb, valid, tgt))
+            for k, g in private.clipped_sum(grads).items():
+                summed[k] = summed[k] + g if k in summed else g
+            scored = (tgt >= 0).sum(dim=1)
+            total += float((losses * scored).sum())
+            count += int(scored.sum())
+        private.apply(summed, len(self.chunks))
+        return total, count
+
     def _validate(self, model: StreamRecModel) -> dict[str, float]:
         model.eval()
         with torch.no_grad():
@@ -319,6 +397,19 @@ class _Trainer:
         gen = torch.Generator().manual_seed(tc.seed)
         self.all_ids = torch.arange(cfg.n_item_ids)
         n_batches = (len(self.chunks) + tc.batch_size - 1) // tc.batch_size
+        private = None
+        if tc.dp_epsilon > 0:
+            n = len(self.chunks)
+            rate = min(1.0, tc.batch_size / n)
+            n_batches = max(1, round(1 / rate))
+            delta = tc.dp_delta or default_delta(n)
+            dp = DPConfig(tc.dp_epsilon, delta, tc.dp_clip)
+            private = PrivateSteps(model, dp, rate, tc.epochs * n_batches, tc.seed)
+            log.info(
+                "DP-SGD: epsilon %.3g, delta %.3g, clip %.3g, noise multiplier %.3f, %d users "
+                "at rate %.4f",
+                dp.epsilon, delta, dp.clip_norm, private.sigma, n, rate,
+            )  # fmt: skip
         k = tc.eval_k
         step = 0
 
@@ -330,12 +421,28 @@ class _Trainer:
         for epoch in range(1, tc.epochs + 1):
             model.train()
             total, count = 0.0, 0
-            for part in self._batches(gen):
+            if private is None:
+                parts = self._batches(gen)
+            else:
+                parts = [
+                    [self.chunks[i] for i in private.sample(len(self.chunks), gen)]
+                    for _ in range(n_batches)
+                ]
+            for part in parts:
                 for group in opt.param_groups:
                     group["lr"] = tc.lr * self._lr_factor(step, n_batches)
                 step += 1
-                loss, n_scored = self._loss(model, part)
                 opt.zero_grad(set_to_none=True)
+                if private is not None:
+                    step_total, n_scored = self._private_step(model, part, private)
+                    opt.step()
+                    with torch.no_grad():  # the noise reached the unknown-item row too: re-pin it
+                        model.item_tower.id_emb.weight[0].zero_()
+                    total += step_total
+                    count += n_scored
+                    bar.update(1)
+                    continue
+                loss, n_scored = self._loss(model, part)
                 loss.backward()
                 if tc.grad_clip > 0:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
@@ -393,6 +500,8 @@ class _Trainer:
             "train_config": asdict(tc),
             "history": history,
         }
+        if private is not None:
+            summary["dp"] = private.metadata()
         log.info(
             "trained %d epochs (best %d) in %.1fs: loss %.4f, val HR@%d %s NDCG@%d %s "
             "(%d users, %d events, %d items)",

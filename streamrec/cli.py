@@ -100,9 +100,23 @@ def cmd_train(args: argparse.Namespace) -> int:
         seed=args.seed,
         preset=args.preset,
         protocol=ListProtocol.from_settings(s),
+        train_overrides=_train_overrides(args),
     )
     print(report)
     return 0
+
+
+def _train_overrides(args: argparse.Namespace) -> dict[str, float]:
+    out: dict[str, float] = {}
+    if args.max_minutes is not None:
+        out["max_minutes"] = args.max_minutes
+    if args.dp_epsilon is not None:
+        if not args.dp_epsilon > 0:
+            raise SystemExit("--dp-epsilon must be > 0")
+        out.update(dp_epsilon=args.dp_epsilon, dp_clip=args.dp_clip)
+        if args.dp_delta is not None:
+            out["dp_delta"] = args.dp_delta
+    return out
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -284,6 +298,18 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument(
         "--preset", default="streamrec", help="model + training recipe (encoders/presets.py)"
     )
+    tr.add_argument(
+        "--max-minutes", type=float, default=None, help="stop after the epoch that passes this"
+    )
+    tr.add_argument(
+        "--dp-epsilon",
+        type=float,
+        default=None,
+        help="train with DP-SGD to user-level (epsilon, delta) (encoders/private.py); epsilon, "
+        "delta and the clipping norm go into the checkpoint's metadata",
+    )
+    tr.add_argument("--dp-delta", type=float, default=None, help="default: min(1e-5, 0.1/users)")
+    tr.add_argument("--dp-clip", type=float, default=1.0, help="per-user gradient norm bound")
     tr.set_defaults(func=cmd_train)
 
     ev = sub.add_parser(

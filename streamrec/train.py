@@ -6,7 +6,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from encoders.checkpoint import load_checkpoint, save_checkpoint
 from encoders.model import EncoderConfig
@@ -30,6 +32,7 @@ def train_from_files(
     progress: bool = True,
     preset: str = "streamrec",
     protocol: ListProtocol | None = None,
+    train_overrides: Mapping[str, Any] | None = None,
 ) -> str:
     """Fit the named preset (the one bench/quality.py evaluates) on every user's events but the
     last two, save the checkpoint, and report the held-out last events for the model, the lists
@@ -46,6 +49,8 @@ def train_from_files(
     cfg = dataclasses.replace(chosen.train, seed=seed)
     if epochs is not None:
         cfg = dataclasses.replace(cfg, epochs=epochs)
+    if train_overrides:
+        cfg = dataclasses.replace(cfg, **train_overrides)  # e.g. DP-SGD: dp_epsilon, dp_delta
     fitted = fit_checkpoint(sequences, items, chosen, cfg, out_dir, protocol, progress=progress)
     served = load_checkpoint(out_dir)
     ds = Dataset(events_path.name, sequences, items, exclude_history=False)
