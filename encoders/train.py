@@ -183,26 +183,32 @@ def train_model(
         torch.set_num_threads(old_threads)
 
 
-def _sample_loss(
-    model: StreamRecModel, feats: ItemFeatures, neg_idx: Tensor, full: bool
-) -> SampleLoss:
-    """One user's mean next-item loss over their chunk, as ``_Trainer._loss`` computes it for a
-    batch: over the whole vocabulary (``full``), or against their target and the step's shared
-    negatives. ``neg_idx``: the candidate rows of the step's item vectors."""
+def _next_item_logits(
+    h: Tensor, tgt: Tensor, vecs: Tensor, neg: Tensor | None
+) -> tuple[Tensor, Tensor]:
+    """The next-item softmax at positions ``h`` whose target rows of ``vecs`` are ``tgt`` (-1:
+    not scored): its logits and class targets (-1 where not scored). Over every row when ``neg``
+    is None (row 0, the unknown item, is never a target, so it is left out), else over the
+    position's own target then the step's shared negatives ``vecs[neg]``, with a negative equal
+    to the target masked (an accidental hit). Uniform negatives need no logQ correction: log q
+    is the same constant for every item."""
+    if neg is None:
+        return h @ vecs[1:].T, torch.where(tgt >= 0, tgt - 1, -1)
+    pos = (h * vecs[tgt.clamp(min=0)]).sum(-1, keepdim=True)
+    negs = (h @ vecs[neg].T).masked_fill(neg[None, :] == tgt[:, None], float("-inf"))
+    return torch.cat([pos, negs], dim=1), torch.where(tgt >= 0, 0, -1)
+
+
+def _sample_loss(model: StreamRecModel, feats: ItemFeatures, neg: Tensor | None) -> SampleLoss:
+    """One user's mean next-item loss over their chunk (the loss ``_Trainer._loss`` averages
+    over a batch's positions), for per-user gradients."""
 
     def body(
         rows: Tensor, types: Tensor, gapb: Tensor, valid: Tensor, tgt: Tensor
     ) -> tuple[Tensor, Tensor]:
-        iv = model.item_tower(feats)
-        h = model.user_tower(iv[rows[None]], types[None], gapb[None], valid[None])[0]
-        if full:
-            logits = h @ iv[neg_idx].T  # row r is column r - 1: the unknown row is never a target
-            t = torch.where(tgt >= 0, tgt - 1, -1)
-        else:
-            pos = (h * iv[tgt.clamp(min=0)]).sum(-1, keepdim=True)
-            neg = (h @ iv[neg_idx].T).masked_fill(neg_idx[None, :] == tgt[:, None], float("-inf"))
-            logits = torch.cat([pos, neg], dim=1)
-            t = torch.where(tgt >= 0, 0, -1)
+        vecs = model.item_tower(feats)
+        h = model.user_tower(vecs[rows[None]], types[None], gapb[None], valid[None])[0]
+        logits, t = _next_item_logits(h, tgt, vecs, neg)
         n = (t >= 0).sum().clamp(min=1)
         loss = F.cross_entropy(logits, t, ignore_index=-1, reduction="sum") / n
         return loss, loss.detach()
@@ -245,6 +251,9 @@ class _Trainer:
         self.cfg = cfg = replace(
             enc_cfg, n_item_ids=len(self.vocab) + 1, n_categories=self.featurizer.n_categories
         )
+        self.full_softmax = cfg.n_item_ids - 1 <= tc.negatives or (
+            tc.loss == "full" or (tc.loss == "auto" and cfg.n_item_ids - 1 <= AUTO_SAMPLED_ITEMS)
+        )
         self.vocab_features: ItemFeatures = self.featurizer.encode(
             [{}] + [items.get(i, {}) for i in self.vocab], range(cfg.n_item_ids)
         )
@@ -277,42 +286,36 @@ class _Trainer:
             betas=(0.9, 0.98),
         )
 
-    def _loss(
-        self, model: StreamRecModel, part: Sequence[tuple[int, int, int, int]]
-    ) -> tuple[Tensor, int]:
+    def _step_items(
+        self, rows: Tensor, tgt: Tensor
+    ) -> tuple[ItemFeatures, Tensor, Tensor, Tensor | None]:
+        """The item features a step embeds, and its input and target rows re-indexed into
+        them, and its negatives (None: the full softmax). With sampled softmax the item tower
+        runs on the rows the step uses only (inputs, targets, ``negatives`` uniform draws shared
+        by the batch), so a step costs the same at any catalog size."""
         tc, cfg = self.tc, self.cfg
-        rows, types, gapb, valid, tgt = _batch(self.encoded, part, cfg.n_gap_buckets)
         ids = self.all_ids
         if tc.id_dropout > 0:
             # teach the feature path to stand alone: it is all an unseen item will have
             ids = torch.where(torch.rand(cfg.n_item_ids) < tc.id_dropout, 0, ids)
-        scored = tgt >= 0
-        full = tc.loss == "full" or (tc.loss == "auto" and cfg.n_item_ids - 1 <= AUTO_SAMPLED_ITEMS)
-        if full or tc.negatives >= cfg.n_item_ids - 1:
-            item_vecs = model.item_tower(self.vocab_features.with_id_index(ids))
-            h = model.user_tower(item_vecs[rows], types, gapb, valid)[scored]
-            logits = model.score(h, item_vecs)
-            logits[:, 0] = float("-inf")  # the unknown row is never a target
-            return F.cross_entropy(logits, tgt[scored]), int(scored.sum())
-        # Sampled softmax: the item tower runs on the rows this step uses only (inputs, targets,
-        # negatives), so a step costs the same at any catalog size. Column 0 holds each
-        # position's own target, then ``negatives`` items drawn uniformly and shared by the batch
-        # (uniform draws need no logQ correction: log q is the same constant for every item); a
-        # negative equal to the position's target is masked (an accidental hit).
+        if self.full_softmax:
+            return self.vocab_features.with_id_index(ids), rows, tgt, None
         neg = torch.randint(1, cfg.n_item_ids, (tc.negatives,))
-        used, inverse = torch.unique(
-            torch.cat([rows.flatten(), tgt[scored], neg]), return_inverse=True
-        )
-        vecs = model.item_tower(self.vocab_features.select(used).with_id_index(ids[used]))
-        n_rows, n_tgt = rows.numel(), int(scored.sum())
-        h = model.user_tower(vecs[inverse[:n_rows].view(rows.shape)], types, gapb, valid)[scored]
-        tgt = tgt[scored]
-        pos_logit = (h * vecs[inverse[n_rows : n_rows + n_tgt]]).sum(-1, keepdim=True)
-        neg_logits = (h @ vecs[inverse[n_rows + n_tgt :]].T).masked_fill(
-            neg[None, :] == tgt[:, None], float("-inf")
-        )
-        logits = torch.cat([pos_logit, neg_logits], dim=1)
-        return F.cross_entropy(logits, torch.zeros_like(tgt)), n_tgt
+        used = torch.unique(torch.cat([rows.flatten(), tgt[tgt >= 0], neg]))
+        feats = self.vocab_features.select(used).with_id_index(ids[used])
+        tgt = torch.where(tgt >= 0, torch.searchsorted(used, tgt.clamp(min=0)), -1)
+        return feats, torch.searchsorted(used, rows), tgt, torch.searchsorted(used, neg)
+
+    def _loss(
+        self, model: StreamRecModel, part: Sequence[tuple[int, int, int, int]]
+    ) -> tuple[Tensor, int]:
+        rows, types, gapb, valid, tgt = _batch(self.encoded, part, self.cfg.n_gap_buckets)
+        feats, rows, tgt, neg = self._step_items(rows, tgt)
+        vecs = model.item_tower(feats)
+        scored = tgt >= 0
+        h = model.user_tower(vecs[rows], types, gapb, valid)[scored]
+        logits, t = _next_item_logits(h, tgt[scored], vecs, neg)
+        return F.cross_entropy(logits, t), int(scored.sum())
 
     def _private_step(
         self,
@@ -321,30 +324,15 @@ class _Trainer:
         private: PrivateSteps,
     ) -> tuple[float, int]:
         """One DP-SGD step on the users Poisson-sampled into ``part``: each user's gradient of
-        their own mean loss (the same loss as ``_loss``), clipped, summed, noised."""
-        tc, cfg = self.tc, self.cfg
-        ids = self.all_ids
-        if tc.id_dropout > 0:
-            ids = torch.where(torch.rand(cfg.n_item_ids) < tc.id_dropout, 0, ids)
-        full = tc.loss == "full" or (tc.loss == "auto" and cfg.n_item_ids - 1 <= AUTO_SAMPLED_ITEMS)
-        full = full or tc.negatives >= cfg.n_item_ids - 1
+        their own mean loss, clipped, summed, noised."""
         summed: dict[str, Tensor] = {}
         total, count = 0.0, 0
-        for m in range(0, len(part), max(1, tc.dp_microbatch)):
-            micro = part[m : m + max(1, tc.dp_microbatch)]
-            rows, types, gapb, valid, tgt = _batch(self.encoded, micro, cfg.n_gap_buckets)
-            if full:
-                feats = self.vocab_features.with_id_index(ids)
-                used = None
-                neg_idx = torch.arange(1, cfg.n_item_ids)
-            else:
-                neg = torch.randint(1, cfg.n_item_ids, (tc.negatives,))
-                used = torch.unique(torch.cat([rows.flatten(), tgt[tgt >= 0], neg]))
-                feats = self.vocab_features.select(used).with_id_index(ids[used])
-                rows = torch.searchsorted(used, rows)
-                tgt = torch.where(tgt >= 0, torch.searchsorted(used, tgt.clamp(min=0)), -1)
-                neg_idx = torch.searchsorted(used, neg)
-            body = _sample_loss(model, feats, neg_idx, full)
+        size = max(1, self.tc.dp_microbatch)
+        for m in range(0, len(part), size):
+            batch = _batch(self.encoded, part[m : m + size], self.cfg.n_gap_buckets)
+            rows, types, gapb, valid, tgt = batch
+            feats, rows, tgt, neg = self._step_items(rows, tgt)
+            body = _sample_loss(model, feats, neg)
             grads, losses = private.per_sample_grads(body, (rows, types, gapb, valid, tgt))
             for k, g in private.clipped_sum(grads).items():
                 summed[k] = summed[k] + g if k in summed else g
