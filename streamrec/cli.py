@@ -32,6 +32,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return run_worker(_settings(args))
 
 
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from streamrec.dashboard.server import run_dashboard
+
+    s = _settings(args)
+    changes = {k: v for k, v in (("host", args.host), ("port", args.port), ("workers", args.workers)) if v}
+    return run_dashboard(s.replace(dashboard=changes) if changes else s)
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     from streamrec.generate import GeneratorConfig, generate, write_world
 
@@ -246,6 +254,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     w = sub.add_parser("worker", help="run a stream worker (scale out: more of them, same app id)")
     w.set_defaults(func=cmd_worker)
+
+    db = sub.add_parser(
+        "dashboard",
+        help="a live web page over every worker of the group: rates, latency, lag, a user "
+        "inspector (settings: [dashboard])",
+    )
+    db.add_argument("--host", help="bind address (dashboard.host)")
+    db.add_argument("--port", type=int, help="dashboard.port")
+    db.add_argument("--workers", help="comma-separated worker URLs (default: the consumer group's)")
+    db.set_defaults(func=cmd_dashboard)
 
     g = sub.add_parser("generate", help="write a synthetic catalog and event log")
     g.add_argument("--users", type=int, default=2000)

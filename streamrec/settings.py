@@ -149,6 +149,16 @@ class RetrievalSettings:
 
 
 @dataclass(frozen=True)
+class DashboardSettings:
+    host: str
+    port: int
+    workers: str
+    poll_s: float
+    history_s: float
+    window_s: float
+
+
+@dataclass(frozen=True)
 class DataSettings:
     root: str
 
@@ -166,6 +176,7 @@ class Settings:
     recs: RecsSettings
     covisit: CovisitSettings
     retrieval: RetrievalSettings
+    dashboard: DashboardSettings
     data: DataSettings
 
     def replace(self, **sections: Mapping[str, Any]) -> Settings:
@@ -256,6 +267,10 @@ def _coerce(value: Any, typ: Any, where: str) -> Any:
 
 # Settings that must be positive (> 0) or non-negative (>= 0) for the worker to make sense.
 _POSITIVE = {
+    "dashboard.port",
+    "dashboard.poll_s",
+    "dashboard.history_s",
+    "dashboard.window_s",
     "topics.partitions",
     "topics.replication_factor",
     "app.web_port",

@@ -254,6 +254,7 @@ class Worker:
         self._next_offset[TP(msg.topic, msg.partition)] = msg.offset + 1
         merging = self.merge.config.lateness_s > 0
         etype = self.topics.type_of[msg.topic]
+        self.metrics.inc(f"events_in_{etype}")
         parsed = validate_message(Message(etype, msg.key, msg.value), self.limits)
         if isinstance(parsed, Rejection):
             await self._park(event, parsed)
@@ -499,6 +500,10 @@ class Worker:
             )
             self.metrics.latency(rec["event_ts"], rec["emitted_at"])
         self.metrics.inc("lists_out", len(lists))
+        # by the type of the event each list answers (a user's events in one batch share one)
+        type_of = {job.event.event_id: job.event.type for job in jobs}
+        for rec in lists:
+            self.metrics.inc(f"lists_out_{type_of.get(rec['event_id'], 'other')}")
 
     async def _dead_letter(
         self,

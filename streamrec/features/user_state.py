@@ -43,6 +43,7 @@ MAGIC = b"U3"  # U1 (no last_applied) and U2 (no purchase times, no horizon) are
 MAGIC_V2 = b"U2"
 MAGIC_V1 = b"U1"
 DAY_S = 86400.0
+TIMELINE_EVENTS = 20  # the newest events a summary lists with their types and times
 
 SeqEntry = tuple[str, int, float, int]  # (item id, type code, ts, event-id digest)
 
@@ -355,6 +356,8 @@ class UserState:
             },
             "purchased": list(self.purchased),
             "recent": [e[0] for e in self.seq[-10:]],
+            # newest last: (item, type, event time)
+            "timeline": [[e[0], EVENT_TYPES[e[1]], e[2]] for e in self.seq[-TIMELINE_EVENTS:]],
             "first_ts": self.first_ts,
             "last_ts": self.last_ts,
         }

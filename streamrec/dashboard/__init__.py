@@ -1,0 +1,1 @@
+"""`streamrec dashboard`: a live web page over the workers of one consumer group."""
