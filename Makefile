@@ -14,6 +14,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 setup: $(STAMP)
 	bash deploy/kafka/broker.sh fetch
+	bash deploy/browser.sh
 
 demo: setup
 	$(BIN)/streamrec demo

@@ -36,7 +36,9 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     from streamrec.dashboard.server import run_dashboard
 
     s = _settings(args)
-    changes = {k: v for k, v in (("host", args.host), ("port", args.port), ("workers", args.workers)) if v}
+    changes = {
+        k: v for k, v in (("host", args.host), ("port", args.port), ("workers", args.workers)) if v
+    }
     return run_dashboard(s.replace(dashboard=changes) if changes else s)
 
 

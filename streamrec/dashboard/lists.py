@@ -123,8 +123,7 @@ class ListFollower(threading.Thread):
         scanned = recent_lists(self.settings, user_id, 2, timeout_s)
         with self._lock:
             held = self._watched.setdefault(key, [])
-            held[:] = list(_newest_two(scanned + held))
-            held[:] = [r for r in held if r is not None]
+            held[:] = [r for r in _newest_two(scanned + held) if r is not None]
             return _newest_two(list(held))
 
     def recent_users(self) -> list[str]:

@@ -109,7 +109,9 @@ def parse_metrics(text: str) -> dict[str, Any]:
         name = family.name.removeprefix(PREFIX)
         if family.type == "histogram":
             buckets = sorted(
-                (float(s.labels["le"]), s.value) for s in family.samples if s.name.endswith("_bucket")
+                (float(s.labels["le"]), s.value)
+                for s in family.samples
+                if s.name.endswith("_bucket")
             )
             total = {s.name.rsplit("_", 1)[-1]: s.value for s in family.samples}
             histograms[name] = Histogram(

@@ -77,7 +77,11 @@ class Timeline:
                 self.readings[r.url].append(r)
         if batch:
             newest = max(r.t for r in batch)
-            for url in [u for u, q in self.readings.items() if not q or newest - q[-1].t > self.cfg.history_s]:
+            for url in [
+                u
+                for u, q in self.readings.items()
+                if not q or newest - q[-1].t > self.cfg.history_s
+            ]:
                 del self.readings[url]
         point = self._point([r.url for r in batch if r.ok], max((r.t for r in batch), default=0.0))
         self.points.append(point)
@@ -125,8 +129,10 @@ class Timeline:
         return {
             "t": t,
             "workers_up": len(urls),
-            "events_in": {et: rate(f"events_in_{et}") for et in EVENT_TYPES} | {"all": rate("events_in")},
-            "lists_out": {et: rate(f"lists_out_{et}") for et in EVENT_TYPES} | {"all": rate("lists_out")},
+            "events_in": {et: rate(f"events_in_{et}") for et in EVENT_TYPES}
+            | {"all": rate("events_in")},
+            "lists_out": {et: rate(f"lists_out_{et}") for et in EVENT_TYPES}
+            | {"all": rate("lists_out")},
             "dlq": dlq,
             "latency_ms": {
                 "p50": _ms(latency.quantile(0.5)) if latency else None,
@@ -160,7 +166,9 @@ class Timeline:
     def latency_histogram(self) -> list[tuple[float, float]]:
         """(upper bound in ms, lists) over the last ``histogram_s``, summed over workers."""
         h = _sum_hist(
-            now.histograms["event_to_list_seconds"].minus(then.histograms.get("event_to_list_seconds"))
+            now.histograms["event_to_list_seconds"].minus(
+                then.histograms.get("event_to_list_seconds")
+            )
             for now, then in self._pairs(self.readings, self.cfg.histogram_s)
             if "event_to_list_seconds" in now.histograms
         )

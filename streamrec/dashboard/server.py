@@ -103,7 +103,9 @@ class Dashboard:
             point = self.timeline.add(readings)
             self.polls += 1
             self._broadcast({"point": point, **self._now()})
-            await asyncio.sleep(max(0.0, self.settings.dashboard.poll_s - (time.monotonic() - started)))
+            await asyncio.sleep(
+                max(0.0, self.settings.dashboard.poll_s - (time.monotonic() - started))
+            )
 
     def _now(self) -> dict[str, Any]:
         return {
@@ -156,7 +158,9 @@ class Dashboard:
         """The user's partition, the worker that owns it, their record there, and their newest
         two lists with what moved between them."""
         partition = partition_for(user_id.encode(), await asyncio.to_thread(self._partitions))
-        owner = next((u for u, r in self.latest.items() if r.ok and partition in r.partitions), None)
+        owner = next(
+            (u for u, r in self.latest.items() if r.ok and partition in r.partitions), None
+        )
         state: dict[str, Any] | None = None
         error = None
         if owner is None:
@@ -216,7 +220,9 @@ class Dashboard:
         page = (STATIC / "index.html").read_text()
         page = page.replace("{{group}}", html.escape(self.settings.app.id))
         page = page.replace("{{topic}}", html.escape(self.settings.topics.recommendations))
-        page = page.replace("{{workers}}", rows or '<tr><td colspan="4">no worker read yet</td></tr>')
+        page = page.replace(
+            "{{workers}}", rows or '<tr><td colspan="4">no worker read yet</td></tr>'
+        )
         return web.Response(text=page, content_type="text/html")
 
     async def _static(self, request: web.Request) -> web.Response:
@@ -264,7 +270,11 @@ class Dashboard:
         )
         if refused is not None:
             status = 401 if self.settings.app.web_token else 403
-            return web.Response(body=orjson.dumps({"error": refused}), status=status, content_type="application/json")
+            return web.Response(
+                body=orjson.dumps({"error": refused}),
+                status=status,
+                content_type="application/json",
+            )
         user_id = request.match_info["user_id"]
         if not user_id or len(user_id) > self.settings.validation.max_id_length:
             raise web.HTTPBadRequest(text="a user id of 1 to validation.max_id_length characters")
@@ -272,7 +282,9 @@ class Dashboard:
             body = await self.inspect(user_id)
         except (LookupError, TimeoutError, aiohttp.ClientError, OSError) as exc:
             body = {"user_id": user_id, "error": f"{type(exc).__name__}: {exc}"}
-            return web.Response(body=orjson.dumps(body), status=502, content_type="application/json")
+            return web.Response(
+                body=orjson.dumps(body), status=502, content_type="application/json"
+            )
         return web.Response(body=orjson.dumps(body), content_type="application/json")
 
 

@@ -153,7 +153,7 @@ async function inspect(user) {
   const events = st && st.timeline ? st.timeline : [];
   drawTimeline(events);
   $("events").innerHTML = events.slice().reverse().map(([item, type, ts]) =>
-    `<li><span class="type-${esc(type)}">${esc(type)}</span> ${esc(item)} <span class="note">${new Date(ts * 1000).toLocaleTimeString()}</span></li>`).join("");
+    `<li data-item="${esc(item)}"><span class="type-${esc(type)}">${esc(type)}</span> ${esc(item)} <span class="note">${new Date(ts * 1000).toLocaleTimeString()}</span></li>`).join("");
   drawList($("current"), body.current, body.moves);
   drawList($("previous"), body.previous, null);
   $("current-meta").textContent = body.current
