@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import shutil
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from streamrec.kafka.broker import free_port
 from streamrec.kafka.read import read_to_end
 from streamrec.online import scoring
 from streamrec.online.prepare import catalog, fit_part, split_time, train_checkpoint
+from streamrec.quality import categories_of
 from streamrec.recommend.offline import ListProtocol
 from streamrec.replay import replay
 from streamrec.replay_sources import open_source
@@ -95,9 +97,11 @@ class OnlineResult:
     replay_events_per_s: float = 0.0
     fits: dict[str, dict[str, Any]] = field(default_factory=dict)  # checkpoint -> its fit
     policy: str = ""  # the list policy every worker ran (purchased items excluded or kept)
+    # {system: {kind: categories, coverage, novelty}} of the top 10 shown at the targets
+    beyond: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
 
     def table(self) -> str:
-        return scoring.format_table(self.tallies, LIVE, FROZEN)
+        return scoring.format_table(self.tallies, LIVE, FROZEN, self.beyond)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -123,6 +127,7 @@ class OnlineResult:
                 }
                 for name, per_kind in self.tallies.items()
             },
+            "beyond_accuracy@10": self.beyond,
             "lift_hr@20": {
                 kind: scoring.lift(self.tallies, kind, LIVE, FROZEN) for kind in scoring.KINDS
             },
@@ -314,6 +319,9 @@ def run_online(cfg: OnlineConfig, settings: Settings) -> OnlineResult:
     systems = {name: scoring.live(hist[app]) for name, app in LIVE_ROWS.items()}
     systems[FROZEN] = scoring.frozen(hist["typed"], replayed.first_target)
     tallies = scoring.score(replayed.targets, systems, warm=systems[FROZEN])
+    items = catalog(ds)
+    before_window = Counter(str(e["item_id"]) for e in events if float(e["ts"]) < split_ts)
+    beyond = scoring.beyond_accuracy(tallies, categories_of(items), before_window, len(items))
     result = OnlineResult(
         source.tag,
         split_ts,
@@ -326,6 +334,7 @@ def run_online(cfg: OnlineConfig, settings: Settings) -> OnlineResult:
         replay_events_per_s=summary.events_per_s,
         fits={name: fit_summary(cfg.out / name) for name in ("typed", "untyped")},
         policy=ListProtocol.from_settings(settings).describe(),
+        beyond=beyond,
     )
     (cfg.out / "online.json").write_bytes(
         orjson.dumps(result.to_dict(), option=orjson.OPT_INDENT_2)

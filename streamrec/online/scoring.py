@@ -29,10 +29,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from streamrec.recommend.list_metrics import list_metrics
+
 PURCHASE = "purchase"
 CLICK_VIEW = "click/view"
 KINDS = (PURCHASE, CLICK_VIEW)
 KS = (10, 20)
+BEYOND_AT = 10  # beyond-accuracy metrics of the top 10 of each list shown
 
 # A system answers "which list was the user shown just before their event at this position".
 System = Callable[[str, int], Sequence[str] | None]
@@ -195,12 +198,15 @@ class Tally:
     bought_before: int = 0  # targets the user had bought before (never listed, always a miss)
     hits: dict[int, int] = field(default_factory=lambda: dict.fromkeys(KS, 0))
     gain: dict[int, float] = field(default_factory=lambda: dict.fromkeys(KS, 0.0))
+    # the top BEYOND_AT of the list shown at each target (as many as targets), for list_metrics
+    shown: list[tuple[str, ...]] = field(default_factory=list)
 
     def add(self, items: Sequence[str] | None, target: str, bought_before: bool = False) -> None:
         self.n += 1
         self.bought_before += bought_before
         if not items:
             return  # no list shown: a miss
+        self.shown.append(tuple(items[:BEYOND_AT]))
         try:
             rank = list(items).index(target)
         except ValueError:
@@ -231,6 +237,24 @@ def score(
     return out
 
 
+def beyond_accuracy(
+    tallies: Mapping[str, Mapping[str, Tally]],
+    categories: Mapping[str, str] | None,
+    counts: Mapping[str, int],
+    n_catalog: int,
+) -> dict[str, dict[str, dict[str, float]]]:
+    """{system: {kind: categories per list, catalog coverage, novelty}} of the lists shown at
+    the targets (top ``BEYOND_AT``). No intra-list diversity here: the rows include lists with
+    no item space of their own (the heuristics), and one model's space would favour it."""
+    return {
+        name: {
+            kind: list_metrics(t.shown, None, None, categories, counts, n_catalog)
+            for kind, t in per_kind.items()
+        }
+        for name, per_kind in tallies.items()
+    }
+
+
 def lift(
     tallies: Mapping[str, Mapping[str, Tally]],
     kind: str,
@@ -244,19 +268,27 @@ def lift(
 
 
 def format_table(
-    tallies: Mapping[str, Mapping[str, Tally]], live_name: str, frozen_name: str
+    tallies: Mapping[str, Mapping[str, Tally]],
+    live_name: str,
+    frozen_name: str,
+    beyond: Mapping[str, Mapping[str, Mapping[str, float]]] | None = None,
 ) -> str:
-    """A Markdown table: one row per system and kind, HR/NDCG @10 and @20, lift of live."""
+    """A Markdown table: one row per system and kind, HR/NDCG @10 and @20, the beyond-accuracy
+    metrics when given, lift of live."""
+    extra = sorted({m for per_kind in (beyond or {}).values() for ms in per_kind.values() for m in ms})
     lines = [
-        "| lists | targets | n | bought before | HR@10 | NDCG@10 | HR@20 | NDCG@20 |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| lists | targets | n | bought before | HR@10 | NDCG@10 | HR@20 | NDCG@20 |"
+        + "".join(f" {m}@{BEYOND_AT} |" for m in extra),
+        "|---|---|---:|---:|---:|---:|---:|---:|" + "---:|" * len(extra),
     ]
     for kind in KINDS:
         for name, per_kind in tallies.items():
             t = per_kind[kind]
+            ms = (beyond or {}).get(name, {}).get(kind, {})
             lines.append(
                 f"| {name} | {kind} | {t.n:,} | {t.bought_before / max(t.n, 1):.1%} | {t.hr(10):.4f} | {t.ndcg(10):.4f} | "
                 f"{t.hr(20):.4f} | {t.ndcg(20):.4f} |"
+                + "".join(f" {ms[m]:.4f} |" if m in ms else " |" for m in extra)
             )
     for kind in KINDS:
         up = lift(tallies, kind, live_name, frozen_name)

@@ -13,6 +13,7 @@ from streamrec.online.scoring import (
     ListHistory,
     Tally,
     Target,
+    beyond_accuracy,
     format_table,
     frozen,
     histories,
@@ -144,3 +145,22 @@ def test_processing_order_from_applied_hashes() -> None:
     by_hash = {("u", 11): 0, ("u", 12): 1, ("v", 13): 0}
     applied = [("u", 12), ("v", 13), ("u", 11), ("u", 99)]  # 99: not an event of this log
     assert processing_order(applied, by_hash) == {"u": [1, 0], "v": [0]}
+
+
+def test_beyond_accuracy_of_the_lists_shown_at_the_targets() -> None:
+    t = Tally()
+    t.add([f"i{r}" for r in range(15)], "i0")  # only the top 10 count
+    t.add(["i0", "j1"], "nope")
+    t.add(None, "i0")  # nothing shown: no list to measure
+    assert t.shown == [tuple(f"i{r}" for r in range(10)), ("i0", "j1")]
+    cats = {f"i{r}": f"c{r % 2}" for r in range(15)} | {"j1": "c9"}
+    got = beyond_accuracy({"live": {"purchase": t}}, cats, {"i0": 3, "j1": 1}, 100)
+    m = got["live"]["purchase"]
+    assert m["categories"] == pytest.approx((2 + 2) / 2)
+    assert m["coverage"] == pytest.approx(11 / 100)
+    # novelty: -log2(share) with unseen items counted once, over the 12 listed items
+    share = {"i0": 3 / 4, "j1": 1 / 4}
+    want = [-math.log2(share.get(i, 1 / 4)) for items in t.shown for i in items]
+    assert m["novelty"] == pytest.approx(sum(want) / len(want))
+    table = format_table({"live": {"purchase": t, "click/view": Tally()}}, "live", "live", got)
+    assert "| categories@10 |" in table and "| 2.0000 |" in table
