@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test lint broker-start broker-stop clean
+.PHONY: setup demo screenshot test lint broker-start broker-stop clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,10 @@ setup: $(STAMP)
 
 demo: setup
 	$(BIN)/streamrec demo
+
+# The dashboard during the demo's live phase, as README.md shows it (headless Chromium).
+screenshot: setup
+	$(BIN)/streamrec demo --screenshot docs/images/dashboard.png
 
 # Unit tests, then integration tests against a real Kafka broker that tests/conftest.py starts
 # once for the session (or the one named by STREAMREC_TEST_BOOTSTRAP).

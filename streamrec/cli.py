@@ -230,7 +230,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(
         _settings(args),
         DemoConfig(
-            users=args.users, items=args.items, rate=args.rate, keep_broker=args.keep_broker
+            users=args.users,
+            items=args.items,
+            rate=args.rate,
+            keep_broker=args.keep_broker,
+            keep_s=args.keep,
+            screenshot=Path(args.screenshot) if args.screenshot else None,
+            dashboard=not args.no_dashboard,
         ),
     )
 
@@ -408,6 +414,22 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--items", type=int, default=600)
     d.add_argument("--rate", type=float, default=400.0, help="live events/s")
     d.add_argument("--keep-broker", action="store_true")
+    d.add_argument(
+        "--keep",
+        type=float,
+        nargs="?",
+        const=float("inf"),
+        default=0.0,
+        metavar="SECONDS",
+        help="keep the worker and the dashboard running this long after the summary (no value: "
+        "until Ctrl-C)",
+    )
+    d.add_argument("--no-dashboard", action="store_true", help="run without the dashboard")
+    d.add_argument(
+        "--screenshot",
+        metavar="PNG",
+        help="save a headless-Chromium screenshot of the dashboard during the live phase",
+    )
     d.set_defaults(func=cmd_demo)
     return p
 

@@ -21,6 +21,7 @@ import numpy as np
 import orjson
 from kafka import KafkaConsumer, KafkaProducer
 
+from streamrec.dashboard.process import DashboardProcess
 from streamrec.eventlog import write_events, write_items
 from streamrec.generate import GeneratorConfig, generate
 from streamrec.kafka import broker
@@ -53,6 +54,9 @@ class DemoConfig:
     seed: int = 7
     live_fraction: float = 0.2
     epochs: int = 6
+    keep_s: float = 0.0  # the worker and the dashboard stay up this long after the summary
+    screenshot: Path | None = None  # a PNG of the dashboard during the live phase
+    dashboard: bool = True
 
 
 def _free_port() -> int:
@@ -89,6 +93,46 @@ class ListCollector(threading.Thread):
         self.join(timeout=10)
 
 
+def _port_or_free(port: int) -> int:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return _free_port()
+    return port
+
+
+def _screenshot(url: str, path: Path, after_s: float) -> threading.Thread:
+    """In the background: wait ``after_s``, open the dashboard in headless Chromium, inspect the
+    first user just served, and save the page."""
+
+    def shoot() -> None:
+        from streamrec.dashboard import browser
+
+        time.sleep(after_s)
+        try:
+            driver = browser.chromium(1400, 1900)
+        except Exception as exc:
+            print(f"   screenshot skipped: {exc}")
+            return
+        try:
+            driver.get(url)
+            time.sleep(6.0)  # a few polls: the charts have lines
+            users = driver.find_elements("css selector", "#recent-users a")
+            if users:
+                users[0].click()
+                time.sleep(3.0)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            driver.save_screenshot(str(path))
+            print(f"\n   dashboard screenshot -> {path}")
+        finally:
+            driver.quit()
+
+    thread = threading.Thread(target=shoot, daemon=True)
+    thread.start()
+    return thread
+
+
 def _wait_processed(worker: WorkerProcess, target: int) -> int:
     """Wait until the worker has read ``target`` events and published a list; how many it read."""
     worker.wait_counter("lists_out", 1)
@@ -120,8 +164,11 @@ def run_demo(settings: Settings, cfg: DemoConfig) -> int:
             "web_port": _free_port(),
         },
         model={"checkpoint": str(work / "model")},
+        dashboard={"port": _port_or_free(settings.dashboard.port)},
     )
     worker: WorkerProcess | None = None
+    dashboard: DashboardProcess | None = None
+    shot: threading.Thread | None = None
     collector: ListCollector | None = None
     try:
         print(f"== generating {cfg.users} users, {cfg.items} items, {cfg.days:g} days of events")
@@ -148,6 +195,10 @@ def run_demo(settings: Settings, cfg: DemoConfig) -> int:
 
         print("== starting a worker (streamrec worker)")
         worker = WorkerProcess(s, work / "worker.log", wait_s=600).start()
+        dashboard = DashboardProcess(s, work / "dashboard.log").start()
+        print(
+            f"== dashboard (streamrec dashboard): {dashboard.url}  -- open it to watch the stream"
+        )
         collector = ListCollector(s)
         collector.start()
 
@@ -169,6 +220,9 @@ def run_demo(settings: Settings, cfg: DemoConfig) -> int:
             f"== streaming {len(live)} live events at {cfg.rate:g}/s (+{len(BAD_EVENTS)} malformed ones)"
         )
         live_start = time.time()
+        if cfg.screenshot is not None and dashboard is not None:
+            # midway through the live phase, so the charts show traffic
+            shot = _screenshot(dashboard.url, cfg.screenshot, min(20.0, len(live) / cfg.rate / 2))
         producer = KafkaProducer(**s.kafka_client_config())
         for etype, key, value in BAD_EVENTS:
             producer.send(s.topics.event_topics()[etype], key=key, value=value)
@@ -236,12 +290,23 @@ def run_demo(settings: Settings, cfg: DemoConfig) -> int:
                 reason = f"{why.get('kind', '')}: {why.get('text', '')}" if why else ""
                 print(f"     {rank}. {entry['item_id']:<10} {entry['score']:8.3f}  {reason}")
         print(f"   run directory            {work}")
+        if dashboard is not None:
+            print(f"   dashboard                {dashboard.url}")
         ok = len(live_lists) > 0 and counters.get("events_rejected", 0) >= len(BAD_EVENTS)
+        if shot is not None:
+            shot.join(timeout=120)
+        if cfg.keep_s > 0:
+            until = "Ctrl-C" if cfg.keep_s == float("inf") else f"{cfg.keep_s:g} s"
+            print(f"== keeping the worker and the dashboard up ({until})")
+            with contextlib.suppress(KeyboardInterrupt):
+                time.sleep(cfg.keep_s if cfg.keep_s != float("inf") else 10**9)
         return 0 if ok else 1
     finally:
         if collector is not None and collector.is_alive():
             with contextlib.suppress(Exception):
                 collector.stop()
+        if dashboard is not None:
+            dashboard.stop()
         if worker is not None:
             worker.stop()
         if started_broker and not cfg.keep_broker:
