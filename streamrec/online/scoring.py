@@ -275,7 +275,9 @@ def format_table(
 ) -> str:
     """A Markdown table: one row per system and kind, HR/NDCG @10 and @20, the beyond-accuracy
     metrics when given, lift of live."""
-    extra = sorted({m for per_kind in (beyond or {}).values() for ms in per_kind.values() for m in ms})
+    extra = sorted(
+        {m for per_kind in (beyond or {}).values() for ms in per_kind.values() for m in ms}
+    )
     lines = [
         "| lists | targets | n | bought before | HR@10 | NDCG@10 | HR@20 | NDCG@20 |"
         + "".join(f" {m}@{BEYOND_AT} |" for m in extra),
