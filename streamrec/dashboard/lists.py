@@ -46,7 +46,7 @@ class ListFollower(threading.Thread):
         self._lock = threading.Lock()
         self._watched: OrderedDict[bytes, list[dict[str, Any]]] = OrderedDict()
         self._recent: OrderedDict[bytes, None] = OrderedDict()
-        self._stop = threading.Event()
+        self._stopping = threading.Event()
         self.ready = threading.Event()
         self.error: str | None = None
 
@@ -64,11 +64,11 @@ class ListFollower(threading.Thread):
             log.warning(self.error)
             return
         try:
-            while not self._stop.is_set():
+            while not self._stopping.is_set():
                 partitions = consumer.partitions_for_topic(topic)
                 if partitions:
                     break
-                self._stop.wait(1.0)
+                self._stopping.wait(1.0)
             else:
                 return
             tps = [TopicPartition(topic, p) for p in sorted(partitions)]
@@ -77,7 +77,7 @@ class ListFollower(threading.Thread):
             for tp in tps:
                 consumer.position(tp)  # resolve "end" now, before the scans it is merged with
             self.ready.set()
-            while not self._stop.is_set():
+            while not self._stopping.is_set():
                 for records in consumer.poll(timeout_ms=200).values():
                     for r in records:
                         self._take(r.key, r.value)
@@ -133,5 +133,5 @@ class ListFollower(threading.Thread):
         return [k.decode(errors="replace") for k in reversed(keys)]
 
     def stop(self) -> None:
-        self._stop.set()
+        self._stopping.set()
         self.join(timeout=5)

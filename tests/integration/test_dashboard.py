@@ -78,6 +78,10 @@ def test_the_dashboard_moves_with_the_stream_and_shows_the_published_list(
         host = "127.0.0.1" if s.app.web_host in ("0.0.0.0", "") else s.app.web_host
         wait.until(lambda d: f"{host}:{s.app.web_port}" in d.find_element(By.ID, "workers").text)
         assert _number(driver.find_element(By.ID, "t-events").text) == 0.0
+        # consumer lag: one row per partition number, read from the worker's /metrics/
+        wait.until(
+            lambda d: len(d.find_elements(By.CSS_SELECTOR, "#lag tbody tr")) == s.topics.partitions
+        )
 
         sent = {"n": 0}
 
@@ -132,6 +136,9 @@ def test_the_dashboard_moves_with_the_stream_and_shows_the_published_list(
         assert len(held) >= 2
         assert page["timeline"] == [e[0] for e in reversed(held)]
         assert "partition" in driver.find_element(By.ID, "inspect-status").text
+        # the page's script ran without an error
+        errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+        assert not errors, errors
         SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
         driver.save_screenshot(str(SCREENSHOT))
         print(f"screenshot: {SCREENSHOT}")

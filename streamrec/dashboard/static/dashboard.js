@@ -96,8 +96,17 @@ function drawNow(msg) {
   $("workers").tBodies[0].innerHTML = rows.join("") || '<tr><td colspan="4">no worker found</td></tr>';
   const d = msg.discovery || {};
   $("discovery").textContent = `workers from ${d.from}${d.error ? " (last discovery failed: " + d.error + ")" : ""}`;
+  // one row per partition number (the three type topics are co-partitioned), a column per topic
   const lag = msg.workers.filter((w) => w.ok).flatMap((w) => w.lag.map(([t, part, n]) => [t, part, n, w.url]));
-  $("lag").tBodies[0].innerHTML = lag.map(([t, part, n, u]) => `<tr><td>${esc(t)}</td><td>${part}</td><td>${n}</td><td>${esc(u)}</td></tr>`).join("");
+  const topics = [...new Set(lag.map((r) => r[0]))].sort();
+  const rowsByPart = new Map();
+  for (const [t, part, n, u] of lag) {
+    if (!rowsByPart.has(part)) rowsByPart.set(part, { url: u, n: {} });
+    rowsByPart.get(part).n[t] = n;
+  }
+  $("lag").tHead.innerHTML = `<tr><th>partition</th>${topics.map((t) => `<th>${esc(t)}</th>`).join("")}<th>worker</th></tr>`;
+  $("lag").tBodies[0].innerHTML = [...rowsByPart.entries()].sort((a, b) => a[0] - b[0]).map(([part, r]) =>
+    `<tr><td>${part}</td>${topics.map((t) => `<td>${r.n[t] ?? "–"}</td>`).join("")}<td>${esc(r.url)}</td></tr>`).join("");
   $("dlq").tBodies[0].innerHTML = p ? Object.entries(p.dlq).map(([r, v]) => `<tr><td>${esc(r)}</td><td>${fmt(v, 2)}</td></tr>`).join("") : "";
   $("recent-users").innerHTML = (msg.recent_users || []).map((u) => `<a href="#" data-user="${esc(u)}">${esc(u)}</a>`).join(" ");
 }
