@@ -6,7 +6,8 @@ One run, per repeat, on fresh topics and fresh consumer groups:
   3. a real `streamrec worker` (100k-item catalog, d=64 model) drains the same backlog
      -> sustained events/s of each, and their ratio; and again with the event-time merge of the
      three topics off (ingest.lateness_ms=0) -> what the merge buys, in events read out of
-     event-time order (each a rebuild) and events/s;
+     event-time order (each a rebuild) and events/s; and with the reasons off
+     (recs.explain=false) -> what the explanations cost the live path, in events/s;
   4. events are produced at a fixed rate (default 1,000/s) into the running worker
      -> event -> list latency p50 / p99 / p99.9, the worker's CPU and resident memory;
   5. the pass-through agent gets the same fixed-rate load on its own topics (its latency floor).
@@ -409,18 +410,21 @@ def one_repeat(
     col.close()
     rep.state = state_on_disk(Path(live_s.app.datadir))
 
-    # 3b. the same backlog with the merge off: events go through as they are read
-    if args.merge_off:
-        off_s = settings_for(base, args, f"{args.run}r{r}", f"{args.run}-nomerge-{r}", out)
-        off_s = off_s.replace(
-            topics={"recommendations": f"{args.run}r{r}.nomerge"}, ingest={"lateness_ms": 0.0}
-        )
+    # 3b. the same backlog with one thing changed: the merge off (events go through as they are
+    # read), or the reasons off (recs.explain = false: what explanations cost the live path)
+    variants = [(MERGE_OFF, "nomerge", {"ingest": {"lateness_ms": 0.0}}, args.merge_off)]
+    variants.append((REASONS_OFF, "noreasons", {"recs": {"explain": False}}, args.reasons_off))
+    for name, tag, change, wanted in variants:
+        if not wanted:
+            continue
+        off_s = settings_for(base, args, f"{args.run}r{r}", f"{args.run}-{tag}-{r}", out)
+        off_s = off_s.replace(topics={"recommendations": f"{args.run}r{r}.{tag}"}, **change)
         create_topics(off_s)
         col = Collector(ctx, off_s.to_env(), off_s.topics.recommendations)
-        worker = App(MERGE_OFF, off_s, [py, "-m", "streamrec", "worker"], out / f"off-{r}.log")
+        worker = App(name, off_s, [py, "-m", "streamrec", "worker"], out / f"{tag}-{r}.log")
         seconds = drain(worker, col, drained, args.timeout)
-        rep.drain[MERGE_OFF] = sent / seconds
-        rep.counters[MERGE_OFF] = worker_counts(worker)
+        rep.drain[name] = sent / seconds
+        rep.counters[name] = worker_counts(worker)
         worker.stop()
         col.close()
 
@@ -440,6 +444,7 @@ def one_repeat(
 
 
 MERGE_OFF = "streamrec, merge off"
+REASONS_OFF = "streamrec, reasons off"
 
 
 def log(msg: str) -> None:
@@ -519,18 +524,27 @@ def report(reps: list[Repeat], args: argparse.Namespace) -> None:
             f"RocksDB overhead; in memory {per_user / 1024:,.1f} KB per cached user, "
             f"{cap:,.0f} users in a {args.cache_mb} MB encoder cache"
         )
-    if any(MERGE_OFF in r.drain for r in reps):
-        print("\nevent-time merge of the three topics, backlog drain (same backlog, same run):")
+    if any(v in r.drain for r in reps for v in (MERGE_OFF, REASONS_OFF)):
         print(
-            "\n| worker | drain events/s | events read out of event-time order | encoder rebuilds |"
+            "\none thing changed, backlog drain (same backlog, same run): the event-time merge of "
+            "the three topics off; the reasons (recs.explain) off"
         )
-        print("|---|---|---|---|")
-        for app in ("streamrec", MERGE_OFF):
+        print(
+            "\n| worker | drain events/s | vs streamrec | events read out of event-time order "
+            "| encoder rebuilds | lists |"
+        )
+        print("|---|---|---|---|---|---|")
+        for app in ("streamrec", MERGE_OFF, REASONS_OFF):
             c = [r.counters.get(app, {}) for r in reps if app in r.counters]
+            if not c:
+                continue
+            rel = [r.drain[app] / r.drain["streamrec"] for r in reps if app in r.drain]
             print(
                 f"| {app} | {med([r.drain[app] for r in reps if app in r.drain])} | "
+                f"{med(rel, '{:.2f}')} | "
                 f"{med([float(x.get('events_reordered', 0)) for x in c])} | "
-                f"{med([float(x.get('encoder_cache_misses', 0)) for x in c])} |"
+                f"{med([float(x.get('encoder_cache_misses', 0)) for x in c])} | "
+                f"{med([float(x.get('lists_out', 0)) for x in c])} |"
             )
     summary_table(reps, args, pct, ratio)
     print(
@@ -595,6 +609,12 @@ def main() -> int:
         dest="merge_off",
         action="store_false",
         help="skip the drain with the event-time merge off",
+    )
+    ap.add_argument(
+        "--no-reasons-off",
+        dest="reasons_off",
+        action="store_false",
+        help="skip the drain with the reasons off (recs.explain = false)",
     )
     ap.add_argument(
         "--profile",
