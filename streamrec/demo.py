@@ -195,10 +195,9 @@ def run_demo(settings: Settings, cfg: DemoConfig) -> int:
 
         print("== starting a worker (streamrec worker)")
         worker = WorkerProcess(s, work / "worker.log", wait_s=600).start()
-        dashboard = DashboardProcess(s, work / "dashboard.log").start()
-        print(
-            f"== dashboard (streamrec dashboard): {dashboard.url}  -- open it to watch the stream"
-        )
+        if cfg.dashboard:
+            dashboard = DashboardProcess(s, work / "dashboard.log").start()
+            print(f"== dashboard (streamrec dashboard): {dashboard.url}  -- open it to watch")
         collector = ListCollector(s)
         collector.start()
 

@@ -104,9 +104,8 @@ def test_the_dashboard_moves_with_the_stream_and_shows_the_published_list(
         stop.set()
         producer.join(timeout=30)
         worker.wait_counter("events_in", sent["n"])
-        lists_then = worker.wait_counter("lists_out", 1)
+        worker.wait_counter("lists_out", 1)
         time.sleep(2.0)  # let the worker's last lists go out
-        assert worker.counters()["lists_out"] >= lists_then
 
         user = USERS[1]
         box = driver.find_element(By.ID, "user-id")
