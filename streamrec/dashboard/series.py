@@ -54,6 +54,15 @@ def _sum_hist(hists: Iterable[Histogram | None]) -> Histogram | None:
     return total
 
 
+def _window_hist(pairs: Iterable[tuple[Reading, Reading]], name: str) -> Histogram | None:
+    """The observations of histogram ``name`` between each (now, then) pair, summed."""
+    return _sum_hist(
+        now.histograms[name].minus(then.histograms.get(name))
+        for now, then in pairs
+        if name in now.histograms
+    )
+
+
 def _ms(value: float | None) -> float | None:
     return None if value is None else value * 1e3
 
@@ -105,16 +114,9 @@ class Timeline:
         def rate(name: str) -> float:
             return sum(_rate(now, then, name) for now, then in pairs)
 
-        def hist(name: str, seconds: float) -> Histogram | None:
-            return _sum_hist(
-                now.histograms[name].minus(then.histograms.get(name))
-                for now, then in self._pairs(urls, seconds)
-                if name in now.histograms
-            )
-
-        latency = hist("event_to_list_seconds", self.cfg.window_s)
-        batch_s = hist("batch_seconds", self.cfg.window_s)
-        batch_n = hist("batch_size", self.cfg.window_s)
+        latency = _window_hist(pairs, "event_to_list_seconds")
+        batch_s = _window_hist(pairs, "batch_seconds")
+        batch_n = _window_hist(pairs, "batch_size")
         reasons: set[str] = set()
         for now, _ in pairs:
             reasons.update(now.rejected)
@@ -165,13 +167,7 @@ class Timeline:
 
     def latency_histogram(self) -> list[tuple[float, float]]:
         """(upper bound in ms, lists) over the last ``histogram_s``, summed over workers."""
-        h = _sum_hist(
-            now.histograms["event_to_list_seconds"].minus(
-                then.histograms.get("event_to_list_seconds")
-            )
-            for now, then in self._pairs(self.readings, self.cfg.histogram_s)
-            if "event_to_list_seconds" in now.histograms
-        )
+        h = _window_hist(self._pairs(self.readings, self.cfg.histogram_s), "event_to_list_seconds")
         return [] if h is None else [(b * 1e3, n) for b, n in h.buckets()]
 
 

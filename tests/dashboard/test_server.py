@@ -65,7 +65,9 @@ def test_user_data_needs_loopback_or_the_token():
         wrong = await client.get("/api/users/u1", headers={"Authorization": "Bearer nope"})
         assert wrong.status == 401
         # the right token passes the gate (to the id check, before any broker is asked)
-        right = await client.get("/api/users/" + "u" * 500, headers={"Authorization": "Bearer s3cret"})
+        right = await client.get(
+            "/api/users/" + "u" * 500, headers={"Authorization": "Bearer s3cret"}
+        )
         assert right.status == 400
 
     _run(_settings(host="0.0.0.0", token="s3cret"), with_token)
