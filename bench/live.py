@@ -621,6 +621,11 @@ def main() -> int:
         action="store_true",
         help="py-spy the worker through the first repeat; prints where its time went",
     )
+    ap.add_argument(
+        "--plot",
+        metavar="DIR",
+        help="also draw the throughput and latency charts there (bench/plots.py)",
+    )
     args = ap.parse_args()
     args.run = f"bench{int(time.time()) % 10**6}"
     out = (REPO / args.out / args.run).resolve()
@@ -660,9 +665,19 @@ def main() -> int:
             core_costs(args)
         if args.profile and (out / "profile.txt").exists():
             print_profile(out / "profile.txt")
-        (out / "results.json").write_bytes(
-            orjson.dumps([vars(r) for r in reps], option=orjson.OPT_SERIALIZE_NUMPY)
-        )
+        results = {
+            "args": {k: v for k, v in vars(args).items() if k != "plot"},
+            "repeats": [vars(r) for r in reps],
+        }
+        (out / "results.json").write_bytes(orjson.dumps(results, option=orjson.OPT_SERIALIZE_NUMPY))
+        log(f"results in {out / 'results.json'}")
+        if args.plot:
+            from plots import live_charts
+
+            for path in live_charts(
+                orjson.loads((out / "results.json").read_bytes()), Path(args.plot)
+            ):
+                log(f"chart {path}")
     finally:
         if started is not None:
             broker.stop(started)

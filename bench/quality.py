@@ -13,13 +13,17 @@ Checkpoints of each preset's best epoch land in --out/<preset> (the live worker 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
+import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
 from encoders.presets import PRESETS
 from streamrec.datasets import DATASETS, load_dataset
-from streamrec.quality import format_table, load_rows, run_quality
+from streamrec.quality import Row, format_table, load_rows, run_quality
 from streamrec.recommend.offline import ListProtocol
 from streamrec.settings import load_settings
 
@@ -51,6 +55,7 @@ def main() -> int:
         metavar="RESULTS_JSON",
         help="print the table of earlier runs' results.json files instead of training",
     )
+    p.add_argument("--plot", metavar="DIR", help="also draw the table as a chart there")
     p.add_argument("--untyped", action="store_true", help="treat every event type alike")
     p.add_argument(
         "--keep-purchased",
@@ -68,7 +73,9 @@ def main() -> int:
 
     ds = load_dataset(args.dataset, args.format, root=args.data_root, min_events=3)
     if args.report:
-        print(format_table(ds, load_rows([Path(p) for p in args.report])))
+        rows = load_rows([Path(p) for p in args.report])
+        print(format_table(ds, rows))
+        plot(args.plot, rows, ds.name, "")
         return 0
     if args.untyped:
         ds = ds.without_types()
@@ -97,7 +104,22 @@ def main() -> int:
         f"\nhistory {'removed' if exclude else 'kept'}; {protocol.describe()}; "
         f"{(time.perf_counter() - t0) / 60:.1f} min; results in {out}/results.json"
     )
+    plot(
+        args.plot,
+        rows,
+        ds.name,
+        f"history {'removed' if exclude else 'kept'}; {protocol.describe()}",
+    )
     return 0
+
+
+def plot(where: str | None, rows: list[Row], dataset: str, about: str) -> None:
+    if where:
+        from plots import quality_chart
+
+        print(
+            f"chart {quality_chart([dataclasses.asdict(r) for r in rows], dataset, Path(where), about)}"
+        )
 
 
 if __name__ == "__main__":
