@@ -151,10 +151,16 @@ def train_model(
     progress: bool = True,
     validation: Validation | None = None,
     on_best: OnBest | None = None,
+    init: TrainedModel | None = None,
 ) -> TrainedModel:
     """Train on user_id -> time-ordered (item_id, event_type_code, ts) sequences and item_id ->
     {category, price, title, available} metadata. ``n_item_ids`` and ``n_categories`` of
     ``enc_cfg`` are replaced by the sizes found in the data.
+
+    With ``init`` (fine-tuning, `streamrec trainer`) training starts from that model: its
+    architecture and item featurizer are kept (``enc_cfg`` is not used), its vocabulary keeps
+    its rows and items new in ``sequences`` are appended with a zero id embedding, so they start
+    out described by their features alone, as serving describes items outside the vocabulary.
 
     Early stopping watches validation NDCG@eval_k: on ``validation`` (each user's next event
     after their sequence, e.g. leave-one-out's second-to-last) when given, else on the last
@@ -176,11 +182,22 @@ def train_model(
         # fork_rng: seeding must make this run reproducible without resetting the caller's RNG
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(train_cfg.seed)
-            return _Trainer(sequences, items, enc_cfg, train_cfg, validation).run(
+            return _Trainer(sequences, items, enc_cfg, train_cfg, validation, init).run(
                 progress, started, on_best
             )
     finally:
         torch.set_num_threads(old_threads)
+
+
+def _grown_state(parent: TrainedModel, n_item_ids: int) -> dict[str, Tensor]:
+    """The parent's weights with its id embedding grown to ``n_item_ids`` rows (new rows 0)."""
+    state = {k: v.detach().clone() for k, v in parent.model.state_dict().items()}
+    key = "item_tower.id_emb.weight"
+    old = state[key]
+    grown = old.new_zeros((n_item_ids, old.shape[1]))
+    grown[: old.shape[0]] = old
+    state[key] = grown
+    return state
 
 
 def _next_item_logits(
@@ -224,8 +241,12 @@ class _Trainer:
         enc_cfg: EncoderConfig,
         tc: TrainConfig,
         validation: Validation | None,
+        init: TrainedModel | None = None,
     ) -> None:
         self.tc = tc
+        self.init = init
+        if init is not None:
+            enc_cfg = init.config
         ordered = {u: _ordered(s) for u, s in sequences.items() if len(s)}
         for u, seq in ordered.items():
             bad = [t for _, t, _ in seq if not 0 <= int(t) < enc_cfg.n_event_types]
@@ -241,13 +262,19 @@ class _Trainer:
         else:
             train_seqs = ordered
         self.n_users, self.n_events = len(ordered), sum(len(s) for s in ordered.values())
-        self.vocab = sorted({item for seq in train_seqs.values() for item, _, _ in seq})
-        if not self.vocab:
+        seen = {item for seq in train_seqs.values() for item, _, _ in seq}
+        if not seen:
             raise ValueError("no training events")
+        if init is None:
+            self.vocab = sorted(seen)
+            self.featurizer = ItemFeaturizer.fit(
+                items.values(), enc_cfg.n_price_buckets, enc_cfg.title_buckets
+            )
+        else:
+            # the parent's rows stay where they are (its weights are copied by row)
+            self.vocab = list(init.item_ids) + sorted(seen.difference(init.item_ids))
+            self.featurizer = init.featurizer
         row_of = {item: r + 1 for r, item in enumerate(self.vocab)}
-        self.featurizer = ItemFeaturizer.fit(
-            items.values(), enc_cfg.n_price_buckets, enc_cfg.title_buckets
-        )
         self.cfg = cfg = replace(
             enc_cfg, n_item_ids=len(self.vocab) + 1, n_categories=self.featurizer.n_categories
         )
@@ -381,6 +408,8 @@ class _Trainer:
     def run(self, progress: bool, started: float, on_best: OnBest | None) -> TrainedModel:
         tc, cfg = self.tc, self.cfg
         model = StreamRecModel(cfg)
+        if self.init is not None:
+            model.load_state_dict(_grown_state(self.init, cfg.n_item_ids))
         opt = self._optimizer(model)
         gen = torch.Generator().manual_seed(tc.seed)
         self.all_ids = torch.arange(cfg.n_item_ids)

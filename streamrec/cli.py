@@ -42,6 +42,12 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     return run_dashboard(s.replace(dashboard=changes) if changes else s)
 
 
+def cmd_trainer(args: argparse.Namespace) -> int:
+    from streamrec.continual.trainer import run_trainer
+
+    return run_trainer(_settings(args), once=args.once)
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     from streamrec.generate import GeneratorConfig, generate, write_world
 
@@ -272,6 +278,18 @@ def build_parser() -> argparse.ArgumentParser:
     db.add_argument("--port", type=int, help="dashboard.port")
     db.add_argument("--workers", help="comma-separated worker URLs (default: the consumer group's)")
     db.set_defaults(func=cmd_dashboard)
+
+    tn = sub.add_parser(
+        "trainer",
+        help="continual training: fine-tune the serving model on the stream, publish it to "
+        "model.checkpoint past a gate on newer held-out events (settings: [trainer])",
+    )
+    tn.add_argument(
+        "--once",
+        action="store_true",
+        help="read what the topics hold now, run one cycle, print it; exit 0 if published",
+    )
+    tn.set_defaults(func=cmd_trainer)
 
     g = sub.add_parser("generate", help="write a synthetic catalog and event log")
     g.add_argument("--users", type=int, default=2000)

@@ -159,6 +159,24 @@ class DashboardSettings:
 
 
 @dataclass(frozen=True)
+class TrainerSettings:
+    interval_s: float
+    min_events: int
+    window_s: float
+    window_users: int
+    window_user_events: int
+    holdout_fraction: float
+    tolerance: float
+    first_epochs: int
+    epochs: int
+    lr: float
+    threads: int
+    nice: int
+    host: str
+    port: int
+
+
+@dataclass(frozen=True)
 class DataSettings:
     root: str
 
@@ -177,6 +195,7 @@ class Settings:
     covisit: CovisitSettings
     retrieval: RetrievalSettings
     dashboard: DashboardSettings
+    trainer: TrainerSettings
     data: DataSettings
 
     def replace(self, **sections: Mapping[str, Any]) -> Settings:
@@ -271,6 +290,16 @@ _POSITIVE = {
     "dashboard.poll_s",
     "dashboard.history_s",
     "dashboard.window_s",
+    "trainer.interval_s",
+    "trainer.min_events",
+    "trainer.window_s",
+    "trainer.window_users",
+    "trainer.window_user_events",
+    "trainer.epochs",
+    "trainer.first_epochs",
+    "trainer.lr",
+    "trainer.threads",
+    "trainer.port",
     "topics.partitions",
     "topics.replication_factor",
     "app.web_port",
@@ -309,6 +338,7 @@ _POSITIVE = {
     "retrieval.target_recall",
 }
 _NON_NEGATIVE = {
+    "trainer.nice",
     "validation.max_future_skew_s",
     "features.retention_days",
     "ingest.lateness_ms",
@@ -321,7 +351,7 @@ _NON_NEGATIVE = {
     "recs.candidates_model",
     "recs.candidates_popular",
 }
-_UNIT = {"recs.diversity"}
+_UNIT = {"recs.diversity", "trainer.holdout_fraction", "trainer.tolerance"}
 _CHOICES = {
     "retrieval.method": ("exact", "hnsw", "auto"),
     "model.cache_dtype": ("float16", "bfloat16", "float32"),

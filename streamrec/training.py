@@ -73,13 +73,16 @@ def fit_checkpoint(
     progress: bool = True,
     ranker: bool = True,
     metadata: Mapping[str, Any] | None = None,
+    init: TrainedModel | None = None,
 ) -> Fitted:
     """The one training path (`streamrec train`, bench/quality.py, the online evaluation).
 
     Leave-one-out: the encoder trains on each user's events but the last two, early stopping on
     the second-to-last; the ranker is then fit on those same second-to-last events (which the
     encoder never trained on), with candidates and features from state counted on the training
-    events; both go into one checkpoint in ``out``. The last events stay for the test."""
+    events; both go into one checkpoint in ``out``. The last events stay for the test.
+
+    ``init``: fine-tune that model instead of starting afresh (``encoders.train.train_model``)."""
     t0 = time.perf_counter()
     split = leave_one_out(sequences)
     extra = dict(metadata or {})
@@ -96,6 +99,7 @@ def fit_checkpoint(
         progress=progress,
         validation={u: v[1] for u, v in split.valid.items()},
         on_best=save_best,
+        init=init,
     )
     summary = trained.metadata["training"]
     summary.update(extra, preset=preset.name, protocol=protocol.describe())
