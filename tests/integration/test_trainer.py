@@ -207,6 +207,7 @@ def test_a_candidate_trained_on_corrupted_labels_from_the_topics_is_never_served
     port = s.trainer.port
     proc = _trainer(s, tmp_path / "trainer.log")
     try:
+
         def cycled() -> bool:
             assert proc.poll() is None, (tmp_path / "trainer.log").read_text()[-4000:]
             try:
