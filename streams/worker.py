@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import math
 import os
 import time
 import weakref
@@ -39,7 +38,13 @@ from faust.types import TP
 from encoders.checkpoint import CheckpointError, TrainedModel, load_checkpoint
 from streamrec.events.merge import EventTimeMerge, Lag, MergeConfig
 from streamrec.events.schema import Event, Item
-from streamrec.events.validate import Limits, Message, Rejection, validate_message
+from streamrec.events.validate import (
+    Limits,
+    Message,
+    Rejection,
+    parse_forget_request,
+    validate_message,
+)
 from streamrec.features.user_state import FeatureLimits, UserState, last_activity
 from streamrec.recommend.catalog import embed
 from streamrec.recommend.engine import Job, Recommender
@@ -276,7 +281,7 @@ class Worker:
         if isinstance(user, Rejection):
             await self._park(event, user)
             return
-        idle_before = _idle_before(msg.value)
+        idle_before = parse_forget_request(msg.value)
         if isinstance(idle_before, Rejection):
             await self._park(event, idle_before)
             return
@@ -727,25 +732,6 @@ def split_forgets(items: list[Job | Forget]) -> tuple[list[Job], list[str]]:
     jobs.reverse()
     forgets.reverse()
     return jobs, forgets
-
-
-def _idle_before(value: bytes | None) -> float | Rejection | None:
-    """A forget request from the retention sweep names the wall time before which the user must
-    have been idle (``{"idle_before": <epoch s>}``); any other request is unconditional."""
-    if not value:
-        return None
-    try:
-        body = orjson.loads(value)
-    except orjson.JSONDecodeError:
-        return None  # the value of a plain request is not read
-    if not isinstance(body, dict) or "idle_before" not in body:
-        return None
-    t = body["idle_before"]
-    if isinstance(t, bool) or not isinstance(t, int | float) or not math.isfinite(t):
-        return Rejection(
-            "bad_timestamp", f"'idle_before' of a forget request must be finite seconds, got {t!r}"
-        )
-    return float(t)
 
 
 def _forget_key(key: bytes | None, max_length: int) -> str | Rejection:

@@ -2,8 +2,9 @@
 
 It reads every partition of the three event topics (no consumer group: it needs every user,
 whatever the workers' partitioning) from ``trainer.window_s`` back, and the items topic from its
-start (compacted: the catalog) and the forget topic (a forgotten user is dropped and their later
-events are not kept), into a bounded ``TrainingWindow``; every ``trainer.interval_s``
+start (compacted: the catalog) and the forget topic (a forgotten user's events produced up to
+the request are dropped, whichever topic is read first; later ones start a new history, as on
+the workers), into a bounded ``TrainingWindow``; every ``trainer.interval_s``
 with at least ``trainer.min_events`` new events it runs a cycle (fine-tune, gate, publish to
 model.checkpoint, where the workers' poll picks the new version up between batches).
 
@@ -36,7 +37,13 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from streamrec.continual.cycle import CycleResult, run_cycle, serving_model
 from streamrec.continual.window import TrainingWindow
 from streamrec.events.schema import EVENT_TYPE_CODE
-from streamrec.events.validate import Limits, Rejection, parse_event, parse_item
+from streamrec.events.validate import (
+    Limits,
+    Rejection,
+    parse_event,
+    parse_forget_request,
+    parse_item,
+)
 from streamrec.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -50,6 +57,7 @@ class TrainerMetrics:
         p = "streamrec_trainer"
         self.events = Counter(f"{p}_events", "event records read", ["outcome"], registry=r)
         self.items = Counter(f"{p}_items", "catalog records read", registry=r)
+        self.forgotten = Counter(f"{p}_users_forgotten", "forget requests applied", registry=r)
         self.cycles = Counter(f"{p}_cycles", "training cycles by outcome", ["outcome"], registry=r)
         self.window_events = Gauge(f"{p}_window_events", "events in the window", registry=r)
         self.window_users = Gauge(f"{p}_window_users", "users in the window", registry=r)
@@ -80,19 +88,28 @@ class Trainer:
 
     # -- input ------------------------------------------------------------------------------------
 
-    def on_event(self, etype: str, key: bytes | None, value: bytes | None) -> None:
+    def on_event(
+        self, etype: str, key: bytes | None, value: bytes | None, produced_at: float
+    ) -> None:
+        """One event record; ``produced_at``: its record time (s), against forget requests."""
         ev = parse_event(value, etype, key, self.limits)
         if isinstance(ev, Rejection):
             self.metrics.events.labels("rejected").inc()
             return
-        added = self.window.add(ev.user_id, ev.event_id, ev.item_id, EVENT_TYPE_CODE[etype], ev.ts)
+        added = self.window.add(
+            ev.user_id, ev.event_id, ev.item_id, EVENT_TYPE_CODE[etype], ev.ts, produced_at
+        )
         self.metrics.events.labels("kept" if added else "dropped").inc()
         self.since_cycle += added
 
-    def on_forget(self, key: bytes | None) -> None:
-        """A forgotten user's events leave the window and are never trained on again."""
-        if key is not None:
-            self.window.forget(key.decode("utf-8", "replace"))
+    def on_forget(self, key: bytes | None, value: bytes | None, requested_at: float) -> None:
+        """A forgotten user's events up to the request leave the window and stay out. A request
+        the workers dead-letter (no key, a bad condition) is skipped here too."""
+        idle_before = parse_forget_request(value)
+        if key is None or isinstance(idle_before, Rejection):
+            return
+        if self.window.forget(key.decode("utf-8", "replace"), requested_at, idle_before):
+            self.metrics.forgotten.inc()
 
     def on_item(self, key: bytes | None, value: bytes | None) -> None:
         self.metrics.items.inc()
@@ -266,9 +283,11 @@ def run_trainer(
                     if tp.topic == topics.items:
                         trainer.on_item(rec.key, rec.value)
                     elif tp.topic == topics.forget:
-                        trainer.on_forget(rec.key)
+                        trainer.on_forget(rec.key, rec.value, rec.timestamp / 1000)
                     else:
-                        trainer.on_event(by_topic[tp.topic], rec.key, rec.value)
+                        trainer.on_event(
+                            by_topic[tp.topic], rec.key, rec.value, rec.timestamp / 1000
+                        )
             if not trainer.caught_up:
                 trainer.caught_up = all(consumer.position(tp) >= ends[tp] for tp in parts)
                 if once and trainer.caught_up:

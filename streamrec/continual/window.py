@@ -35,8 +35,9 @@ class TrainingWindow:
         self.max_user_events = max_user_events
         # user -> events in arrival order: (ts, event_id, item, type code); LRU order of users
         self._users: OrderedDict[str, deque[tuple[float, str, str, int]]] = OrderedDict()
-        # users forgotten (streamrec forget), bounded like the users themselves
-        self._forgotten: OrderedDict[str, None] = OrderedDict()
+        # user -> when they were last forgotten (the request's record time), bounded like the
+        # users themselves: their events produced up to then are refused
+        self._forgotten: OrderedDict[str, float] = OrderedDict()
         self.newest_ts = 0.0
         self.added = 0  # events accepted since start
         self.duplicates = 0
@@ -49,9 +50,21 @@ class TrainingWindow:
     def users(self) -> int:
         return len(self._users)
 
-    def add(self, user: str, event_id: str, item: str, code: int, ts: float) -> bool:
-        """Keep one event; False for a duplicate or one already outside the window."""
-        if ts < self.newest_ts - self.window_s or user in self._forgotten:
+    def add(
+        self,
+        user: str,
+        event_id: str,
+        item: str,
+        code: int,
+        ts: float,
+        produced_at: float | None = None,
+    ) -> bool:
+        """Keep one event; False for a duplicate, one already outside the window, or one of a
+        forgotten user produced (record time) no later than the request (unknown: refused)."""
+        if ts < self.newest_ts - self.window_s:
+            return False
+        forgotten_at = self._forgotten.get(user)
+        if forgotten_at is not None and (produced_at is None or produced_at <= forgotten_at):
             return False
         q = self._users.get(user)
         if q is None:
@@ -69,12 +82,19 @@ class TrainingWindow:
         self.newest_ts = max(self.newest_ts, ts)
         return True
 
-    def forget(self, user: str) -> None:
-        """Drop a user's events, and refuse their events from now on."""
+    def forget(self, user: str, requested_at: float, idle_before: float | None = None) -> bool:
+        """Drop a user's events and refuse those produced up to ``requested_at``, whatever order
+        the topics are read in; events produced later start a new history, as on the workers.
+        A conditional request (the retention sweep's) is not carried out if the user has an
+        event at or after ``idle_before`` (event time). True if carried out."""
+        q = self._users.get(user)
+        if idle_before is not None and q and max(e[0] for e in q) >= idle_before:
+            return False
         self._users.pop(user, None)
-        self._forgotten[user] = None
+        self._forgotten[user] = max(requested_at, self._forgotten.pop(user, requested_at))
         while len(self._forgotten) > self.max_users:
             self._forgotten.popitem(last=False)
+        return True
 
     def _expire(self) -> None:
         horizon = self.newest_ts - self.window_s

@@ -218,3 +218,23 @@ def validate_message(msg: Message, limits: Limits, now: float | None = None) -> 
     if msg.key is None:
         return Rejection("missing_key", "message has no key; the key must be the user id")
     return parse_event(msg.value, msg.event_type, msg.key, limits, now)
+
+
+def parse_forget_request(value: bytes | None) -> float | Rejection | None:
+    """The condition of a forget request: the retention sweep's names the time before which the
+    user must have been idle (``{"idle_before": <epoch s>}``, returned); any other request is
+    unconditional (None). Workers and the trainer read requests through this one function."""
+    if not value:
+        return None
+    try:
+        body = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return None  # the value of a plain request is not read
+    if not isinstance(body, dict) or "idle_before" not in body:
+        return None
+    t = body["idle_before"]
+    if isinstance(t, bool) or not isinstance(t, int | float) or not math.isfinite(t):
+        return Rejection(
+            "bad_timestamp", f"'idle_before' of a forget request must be finite seconds, got {t!r}"
+        )
+    return float(t)

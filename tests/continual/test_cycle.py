@@ -32,6 +32,41 @@ def test_window_bounds_users_events_and_time() -> None:
     assert w.sequences() == {"b": [("z", 2, 200.0)]}
 
 
+def test_a_forget_drops_what_was_produced_up_to_it_in_any_read_order() -> None:
+    w = TrainingWindow(window_s=1e9, max_users=10, max_user_events=10)
+    assert w.add("a", "e0", "i0", 0, 1.0, produced_at=100.0)
+    assert w.forget("a", requested_at=150.0)
+    assert "a" not in w.sequences()
+    # an older event of theirs read after the request (another topic, read later) stays out
+    assert not w.add("a", "e1", "i1", 0, 2.0, produced_at=120.0)
+    assert not w.add("a", "e2", "i2", 0, 3.0)  # record time unknown: refused
+    # what they do after the request is a new history, as on the workers
+    assert w.add("a", "e3", "i3", 0, 4.0, produced_at=151.0)
+    assert w.sequences() == {"a": [("i3", 0, 4.0)]}
+    # the retention sweep's conditional request is not carried out for an active user
+    assert not w.forget("a", requested_at=200.0, idle_before=4.0)
+    assert w.forget("a", requested_at=200.0, idle_before=4.5)
+    assert w.sequences() == {}
+
+
+def test_the_trainer_reads_forget_requests_as_the_workers_do() -> None:
+    import orjson
+
+    from streamrec.continual.trainer import Trainer
+
+    tr = Trainer(load_settings(env={}))
+    event = orjson.dumps({"event_id": "e1", "user_id": "u1", "item_id": "i1", "ts": 1.7e9})
+    tr.on_event("click", b"u1", event, produced_at=10.0)
+    tr.on_forget(b"u1", orjson.dumps({"idle_before": "soon"}), requested_at=20.0)  # dead letter
+    assert tr.window.users == 1
+    tr.on_forget(b"u1", orjson.dumps({"requested_at": 20}), requested_at=20.0)
+    assert tr.window.users == 0
+    later = orjson.dumps({"event_id": "e2", "user_id": "u1", "item_id": "i2", "ts": 1.7e9 + 1})
+    tr.on_event("click", b"u1", event, produced_at=15.0)  # an old record read late
+    tr.on_event("click", b"u1", later, produced_at=30.0)
+    assert tr.window.sequences() == {"u1": [("i2", EVENT_TYPE_CODE["click"], 1.7e9 + 1)]}
+
+
 def test_window_split_holds_out_the_newest_events() -> None:
     w = TrainingWindow(1e9, 100, 100)
     for n in range(10):
