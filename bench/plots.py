@@ -31,7 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from streamrec.online.run import COVISIT, FROZEN, HEURISTIC, LIVE, POPULARITY, RECENT
+from streamrec.online.run import CONTINUAL, COVISIT, FROZEN, HEURISTIC, LIVE, POPULARITY, RECENT
 from streamrec.quality import BASELINES
 
 FLOOR = "pass-through"
@@ -162,8 +162,9 @@ def quality_chart(
 # --- streamrec evaluate --online ---------------------------------------------------------------
 
 
-def online_chart(result: Mapping[str, Any], out: Path, k: int = 20) -> Path:
-    """HR@k of every system's lists as shown, one panel per target kind, lift in the title."""
+def online_chart(result: Mapping[str, Any], out: Path, k: int = 20, name: str = "") -> Path:
+    """HR@k of every system's lists as shown, one panel per target kind, lift in the title;
+    written to online-<name, default the dataset>.png."""
     metrics: dict[str, dict[str, dict[str, float]]] = result["metrics"]
     systems = list(metrics)
     kinds = list(dict.fromkeys(kind for m in metrics.values() for kind in m))
@@ -178,7 +179,7 @@ def online_chart(result: Mapping[str, Any], out: Path, k: int = 20) -> Path:
             COLOURS["simple"]
             if s in SIMPLE
             else COLOURS["model"]
-            if s == LIVE
+            if s in (LIVE, CONTINUAL)
             else COLOURS["other"]
             for s in names
         ]
@@ -195,7 +196,7 @@ def online_chart(result: Mapping[str, Any], out: Path, k: int = 20) -> Path:
         fontsize=10,
         y=1.06,  # clear of the panels' own titles
     )
-    return _save(fig, out / f"online-{Path(str(result['dataset'])).name}.png")
+    return _save(fig, out / f"online-{name or Path(str(result['dataset'])).name}.png")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -205,7 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("kind", choices=("live", "quality", "online"))
     p.add_argument("results", nargs="+", type=Path, help="results.json / online.json files")
     p.add_argument("--out", type=Path, default=Path("docs/images"))
-    p.add_argument("--dataset", default="", help="quality: the name in the title and file")
+    p.add_argument("--dataset", default="", help="the name in the file (quality: and in the title)")
     args = p.parse_args(argv)
     paths: list[Path] = []
     if args.kind == "live":
@@ -216,7 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         paths.append(quality_chart(rows, args.dataset or args.results[0].parent.name, args.out))
     else:
         for f in args.results:
-            paths.append(online_chart(json.loads(f.read_text()), args.out))
+            paths.append(online_chart(json.loads(f.read_text()), args.out, name=args.dataset))
     for path in paths:
         print(path)
     return 0

@@ -168,6 +168,8 @@ def _evaluate_online(args: argparse.Namespace, s: Settings) -> int:
         rate=args.rate,
         keep_topics=args.keep_topics,
         nice=args.nice,
+        continual=args.continual,
+        trainer_interval_s=args.trainer_interval,
     )
     result = run_online(cfg, s)
     print(describe(result))
@@ -388,6 +390,15 @@ def build_parser() -> argparse.ArgumentParser:
     on.add_argument("--rate", type=float, default=400.0, help="replay events/s")
     on.add_argument("--nice", type=int, default=0, help="niceness of the worker processes")
     on.add_argument("--keep-topics", action="store_true")
+    on.add_argument(
+        "--continual",
+        action="store_true",
+        help="add a row served by a worker whose model `streamrec trainer` fine-tunes, gates and "
+        "publishes during the replay (settings [trainer])",
+    )
+    on.add_argument(
+        "--trainer-interval", type=float, default=60.0, help="with --continual: its interval_s"
+    )
     ev.set_defaults(func=cmd_evaluate)
 
     bf = sub.add_parser(

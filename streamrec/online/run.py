@@ -11,12 +11,19 @@
 4. Wait until every app has committed the whole input, read the output topics, and score each
    evaluation event against the list shown before it (streamrec.online.scoring). The frozen
    lists are the typed worker's last lists before the window.
+
+With ``continual`` one more app serves a copy of the typed checkpoint into which a real
+`streamrec trainer` (niced, reading the same topics) publishes the candidates that pass its gate
+during the replay: the "live, continual" row, beside the frozen start-of-window model's "live".
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import sys
+import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
@@ -46,6 +53,7 @@ from streams.topics import changelog_topic, create_topics
 log = logging.getLogger(__name__)
 
 LIVE, FROZEN, POPULARITY, UNTYPED = "live", "frozen", "popularity", "live, untyped"
+CONTINUAL = "live, continual"
 RECENT, COVISIT, HEURISTIC = "recent items", "co-visitation", "recent+covisit+popular"
 # The worker apps of one run: name -> (checkpoint sub-folder, "" = none; recs.source). The
 # simple lists are real workers too, serving one source each from the same live state.
@@ -82,6 +90,8 @@ class OnlineConfig:
     keep_topics: bool = False
     progress: bool = True
     nice: int = 0  # niceness of the worker processes
+    continual: bool = False  # add the "live, continual" row: a trainer runs during the replay
+    trainer_interval_s: float = 60.0  # its trainer.interval_s (the replay lasts minutes)
 
 
 @dataclass
@@ -99,6 +109,8 @@ class OnlineResult:
     policy: str = ""  # the list policy every worker ran (purchased items excluded or kept)
     # {system: {kind: categories, coverage, novelty}} of the top 10 shown at the targets
     beyond: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    # with --continual: the trainer's cycles, CPU and the versions the continual app served
+    trainer: dict[str, Any] = field(default_factory=dict)
 
     def table(self) -> str:
         return scoring.format_table(self.tallies, LIVE, FROZEN, self.beyond)
@@ -115,6 +127,7 @@ class OnlineResult:
             "replay_events_per_s": self.replay_events_per_s,
             "fits": self.fits,
             "policy": self.policy,
+            "trainer": self.trainer,
             "metrics": {
                 name: {
                     kind: {
@@ -222,17 +235,26 @@ def run_online(cfg: OnlineConfig, settings: Settings) -> OnlineResult:
     replayed = scoring.index_events(events, split_ts)
 
     run = f"online.{source.tag}.{uuid.uuid4().hex[:8]}"
+    checkpoints = {app: str(cfg.out / ckpt) if ckpt else "" for app, (ckpt, _) in APPS.items()}
+    sources = {app: src for app, (_, src) in APPS.items()}
+    rows = dict(LIVE_ROWS)
+    if cfg.continual:
+        # its own copy of the start-of-window model, which the trainer then publishes over
+        served = cfg.out / "state" / run / "continual-model"
+        shutil.copytree(cfg.out / "typed", served)
+        checkpoints["continual"], sources["continual"] = str(served), "auto"
+        rows = {LIVE: "typed", CONTINUAL: "continual", **LIVE_ROWS}
     apps = {
         app: app_settings(
             settings,
             run,
             app,
-            str(cfg.out / ckpt) if ckpt else "",
+            checkpoints[app],
             cfg.out / "state" / run / app,
             cfg.partitions,
-            source,
+            sources[app],
         )
-        for app, (ckpt, source) in APPS.items()
+        for app in checkpoints
     }
     first = next(iter(apps.values()))
     for s in apps.values():
@@ -249,11 +271,16 @@ def run_online(cfg: OnlineConfig, settings: Settings) -> OnlineResult:
         app: WorkerProcess(s, cfg.out / "logs" / f"{run}.{app}.log", nice=cfg.nice)
         for app, s in apps.items()
     }
+    trainer = trainer_process(cfg, apps["continual"], run) if cfg.continual else None
+    trainer_report: dict[str, Any] = {}
     try:
         for w in workers.values():
             w.start()
         for w in workers.values():
             w.wait_healthy()
+        if trainer is not None:
+            trainer.start().wait_healthy()
+            trainer_cpu0, trainer_t0 = _cpu_seconds(trainer), time.monotonic()
         log.info(
             "replaying %d events of %s at %.0f events/s into %s.*",
             len(events),
@@ -291,7 +318,19 @@ def run_online(cfg: OnlineConfig, settings: Settings) -> OnlineResult:
                     on_poll=show,
                     alive=workers[app].alive,
                 )
+        if trainer is not None:
+            trainer.check_alive()
+            wall = time.monotonic() - trainer_t0
+            trainer_report = {
+                "cpu_cores": (_cpu_seconds(trainer) - trainer_cpu0) / max(wall, 1e-9),
+                "seconds": wall,
+                "interval_s": cfg.trainer_interval_s,
+                "nice": apps["continual"].trainer.nice,
+                "health": trainer.get("/health")[1],
+            }
     finally:
+        if trainer is not None:
+            trainer.stop()
         for w in workers.values():
             w.stop()
     published = {app: read_lists(s, s.topics.recommendations) for app, s in apps.items()}
@@ -316,9 +355,13 @@ def run_online(cfg: OnlineConfig, settings: Settings) -> OnlineResult:
         )
         for app, recs in published.items()
     }
-    systems = {name: scoring.live(hist[app]) for name, app in LIVE_ROWS.items()}
+    systems = {name: scoring.live(hist[app]) for name, app in rows.items()}
     systems[FROZEN] = scoring.frozen(hist["typed"], replayed.first_target)
     tallies = scoring.score(replayed.targets, systems, warm=systems[FROZEN])
+    if cfg.continual:
+        trainer_report["versions_served"] = dict(
+            Counter(str(rec.get("model_version")) for rec in published["continual"])
+        )
     items = catalog(ds)
     before_window = Counter(str(e["item_id"]) for e in events if float(e["ts"]) < split_ts)
     beyond = scoring.beyond_accuracy(tallies, categories_of(items), before_window, len(items))
@@ -335,11 +378,31 @@ def run_online(cfg: OnlineConfig, settings: Settings) -> OnlineResult:
         fits={name: fit_summary(cfg.out / name) for name in ("typed", "untyped")},
         policy=ListProtocol.from_settings(settings).describe(),
         beyond=beyond,
+        trainer=trainer_report,
     )
     (cfg.out / "online.json").write_bytes(
         orjson.dumps(result.to_dict(), option=orjson.OPT_INDENT_2)
     )
     return result
+
+
+def trainer_process(cfg: OnlineConfig, continual: Settings, run: str) -> WorkerProcess:
+    """`streamrec trainer` over the run's topics, publishing into the continual app's model;
+    its /health on a port of its own (as ``app.web_port``, which WorkerProcess probes)."""
+    port = free_port()
+    s = continual.replace(
+        app={"web_port": port},
+        trainer={"port": port, "interval_s": cfg.trainer_interval_s},
+    )
+    argv = [sys.executable, "-m", "streamrec", "trainer"]
+    return WorkerProcess(s, cfg.out / "logs" / f"{run}.trainer.log", name="trainer", argv=argv)
+
+
+def _cpu_seconds(proc: WorkerProcess) -> float:
+    """User + system CPU seconds of a running process so far (Linux /proc)."""
+    assert proc.proc is not None
+    fields = Path(f"/proc/{proc.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def fit_summary(checkpoint: Path) -> dict[str, Any]:
@@ -373,6 +436,7 @@ def describe(result: OnlineResult) -> str:
             f"{a} {n:,} of {result.applied.get(a, 0):,}" for a, n in result.reordered.items()
         ),
         "lists published per app: " + ", ".join(f"{a} {n:,}" for a, n in result.lists.items()),
+        *_describe_trainer(result.trainer),
         *(
             f"fit {name}: {f.get('epochs_run')} epochs (best {f.get('best_epoch')}), validation "
             f"HR@10 {f.get('val_hr@10')} NDCG@10 {f.get('val_ndcg@10')}, {f.get('seconds')} s"
@@ -381,3 +445,16 @@ def describe(result: OnlineResult) -> str:
         ),
     ]
     return "\n".join(lines)
+
+
+def _describe_trainer(report: dict[str, Any]) -> list[str]:
+    if not report:
+        return []
+    health = report.get("health") or {}
+    last = health.get("last_cycle") or {}
+    return [
+        f"trainer: {health.get('cycles', 0)} cycles in {report['seconds']:.0f} s "
+        f"(interval {report['interval_s']:.0f} s, nice {report['nice']}), "
+        f"{report['cpu_cores']:.2f} cores; versions served by the continual app: "
+        f"{report.get('versions_served')}; last cycle: {last.get('reason', 'none')}"
+    ]

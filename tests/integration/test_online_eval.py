@@ -1,5 +1,5 @@
 """`streamrec evaluate --online` end to end on the real broker, on a small generated log: fit,
-replay through three real workers, score. The figures are the command's; here only that every
+replay through the real workers (and, with --continual, a real trainer beside them), score. The figures are the command's; here only that every
 system is judged on the same events and that the lists really come from the workers."""
 
 from __future__ import annotations
@@ -22,11 +22,12 @@ def test_online_evaluation_runs_the_live_pipeline(kafka_bootstrap, unique_name, 
     world = generate(GeneratorConfig(n_users=60, n_items=80, days=2, seed=5))
     write_events(tmp_path / "events.jsonl", world.events)
     s = make_settings(kafka_bootstrap, unique_name("online"), tmp_path)
+    s = s.replace(trainer={"min_events": 50, "epochs": 1, "nice": 0})
     out = tmp_path / "online"
     cmd = [
         sys.executable, "-m", "streamrec", "evaluate", str(tmp_path / "events.jsonl"),
         "--format", "events", "--online", "--out", str(out),
-        "--train-minutes", "0.01", "--rate", "1000",
+        "--train-minutes", "0.01", "--rate", "1000", "--continual", "--trainer-interval", "1",
     ]  # fmt: skip
     run = subprocess.run(
         cmd,
@@ -41,11 +42,11 @@ def test_online_evaluation_runs_the_live_pipeline(kafka_bootstrap, unique_name, 
     result = orjson.loads((out / "online.json").read_bytes())
     assert result["events"] == len(world.events)
     # Each app's changelog gave the order it processed every event in (the scoring needs it).
-    apps = ("typed", "untyped", "popularity", "recent", "covisit", "heuristic")
+    apps = ("typed", "untyped", "popularity", "recent", "covisit", "heuristic", "continual")
     assert result["applied"] == dict.fromkeys(apps, len(world.events))
     metrics = result["metrics"]
     simple = {"popularity", "recent items", "co-visitation", "recent+covisit+popular"}
-    assert set(metrics) == {"live", "frozen", "live, untyped", *simple}
+    assert set(metrics) == {"live", "live, continual", "frozen", "live, untyped", *simple}
     for kind in ("purchase", "click/view"):
         counts = {name: m[kind]["n"] for name, m in metrics.items()}
         assert len(set(counts.values())) == 1, counts  # the same events for every system
@@ -54,6 +55,12 @@ def test_online_evaluation_runs_the_live_pipeline(kafka_bootstrap, unique_name, 
     assert metrics["popularity"]["click/view"]["hr@20"] > 0
     assert metrics["live"]["click/view"]["hr@20"] > 0
     assert metrics["recent items"]["click/view"]["hr@20"] > 0
+    # the trainer ran beside the workers to the end and reported itself
+    trainer = result["trainer"]
+    assert trainer["health"]["status"] in ("ok", "catching_up"), trainer
+    assert trainer["cpu_cores"] > 0 and trainer["versions_served"], trainer
+    assert sum(trainer["versions_served"].values()) == result["lists"]["continual"]
+    assert "trainer:" in run.stdout
     assert (out / "typed" / "model.json").exists() and (out / "untyped" / "model.json").exists()
     # the served model carries its ranker; the untyped ablation is the encoder alone
     assert result["fits"]["typed"]["ranker"] and "ranker" not in result["fits"]["untyped"]
