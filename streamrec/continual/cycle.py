@@ -106,11 +106,23 @@ def run_cycle(
     protocol = ListProtocol.from_settings(settings)
     preset, tc = _preset(parent, settings, seed)
     lineage = {"parent_version": parent_version, "window": window, "trainer": True}
+    # A fine-tune keeps the parent's ranker. Its features (popularity, co-visitation, repeat
+    # counts) are counted from state, and a ranker refit here would learn them at the scale of
+    # this window's counts, while the workers rank from the state of every event they hold:
+    # the 2026-12-06 --continual run served such refits at a quarter of the frozen model's
+    # HR@20 while this gate, counting from the window, passed them.
+    keep_ranker = parent is not None and parent.ranker is not None
     fitted = fit_checkpoint(
         split.train, items, preset, tc, staging, protocol, progress=progress,
-        metadata={"lineage": lineage}, init=parent,
+        ranker=not keep_ranker, metadata={"lineage": lineage}, init=parent,
     )  # fmt: skip
     candidate = fitted.trained
+    if keep_ranker:
+        assert parent is not None
+        candidate.ranker = parent.ranker
+        training = candidate.metadata.setdefault("training", {})
+        training["ranker"] = {**parent.metadata.get("training", {}).get("ranker", {}),
+                              "kept_from": parent_version}  # fmt: skip
     # Both judged from the same state: item-side counts of the events before the cut.
     cand = served_metrics(candidate, split.holdout, fitted.state, protocol)
     serv = served_metrics(parent, split.holdout, fitted.state, protocol)

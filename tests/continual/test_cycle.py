@@ -7,6 +7,7 @@ import random
 from pathlib import Path
 
 import pytest
+import torch
 
 from encoders.checkpoint import load_checkpoint
 from streamrec.continual.cycle import run_cycle
@@ -127,6 +128,12 @@ def test_a_cycle_trains_from_nothing_then_fine_tunes_with_lineage(
     assert set(lineage["gate"]) == {"candidate", "serving", "tolerance"}
     # the parent's vocabulary keeps its rows; items first seen since are appended
     assert child.item_ids[: len(served.item_ids)] == served.item_ids
+    # and its ranker is kept, not refit on the window's counts (the workers rank from theirs)
+    assert served.ranker is not None and child.ranker is not None
+    parent_w, child_w = served.ranker.state_dict(), child.ranker.state_dict()
+    assert parent_w.keys() == child_w.keys()
+    assert all(torch.equal(parent_w[k], child_w[k]) for k in parent_w)
+    assert child.metadata["training"]["ranker"]["kept_from"] == served.model_version
 
 
 def test_a_candidate_trained_on_corrupted_labels_is_never_served(
