@@ -120,6 +120,9 @@ def test_a_model_published_while_events_flow_is_swapped_in_and_every_event_gets_
     try:
         worker.wait_healthy()
         flowing.start()
+        # the first model must serve some flow events before the second exists: the world's
+        # backlog can take the worker longer than a fine-tune takes the trainer
+        worker.wait_counter("events_accepted", len(world.events) + 10, timeout_s=120)
         rc, out = _trainer_once(s, tmp_path / "trainer2.log")
         assert rc == 0, out
         second = load_checkpoint(tmp_path / "model")
