@@ -169,7 +169,7 @@ def _evaluate_online(args: argparse.Namespace, s: Settings) -> int:
         keep_topics=args.keep_topics,
         nice=args.nice,
         continual=args.continual,
-        trainer_interval_s=args.trainer_interval,
+        trainer_slices=args.trainer_slices,
     )
     result = run_online(cfg, s)
     print(describe(result))
@@ -394,10 +394,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--continual",
         action="store_true",
         help="add a row served by a worker whose model `streamrec trainer` fine-tunes, gates and "
-        "publishes during the replay (settings [trainer])",
+        "publishes inside the evaluation window (settings [trainer])",
     )
     on.add_argument(
-        "--trainer-interval", type=float, default=60.0, help="with --continual: its interval_s"
+        "--trainer-slices",
+        type=int,
+        default=4,
+        help="with --continual: the window is replayed in this many slices, with one trainer "
+        "cycle on everything sent so far before each slice after the first",
     )
     ev.set_defaults(func=cmd_evaluate)
 

@@ -13,15 +13,24 @@
    lists are the typed worker's last lists before the window.
 
 With ``continual`` one more app serves a copy of the typed checkpoint into which a real
-`streamrec trainer` (niced, reading the same topics) publishes the candidates that pass its gate
-during the replay: the "live, continual" row, beside the frozen start-of-window model's "live".
+`streamrec trainer` publishes the candidates that pass its gate: the "live, continual" row, beside
+the frozen start-of-window model's "live". The evaluation window is replayed in
+``trainer_slices`` slices; at each boundary the replay pauses, every worker drains, and one
+`streamrec trainer --once` (niced, reading the run's topics: everything sent so far) fine-tunes,
+gates and publishes before the continual worker, having loaded what was published, lists the
+next slice. Pausing keeps the protocol prequential (no list is made by a model that trained on
+its target) and independent of how fast the trainer is on this machine: it measures a trainer
+that keeps up, as one on its own machine would at this pace, while its CPU is reported apart.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
+import resource
 import shutil
+import subprocess
 import sys
 import time
 import uuid
@@ -90,8 +99,8 @@ class OnlineConfig:
     keep_topics: bool = False
     progress: bool = True
     nice: int = 0  # niceness of the worker processes
-    continual: bool = False  # add the "live, continual" row: a trainer runs during the replay
-    trainer_interval_s: float = 60.0  # its trainer.interval_s (the replay lasts minutes)
+    continual: bool = False  # add the "live, continual" row: trainer cycles inside the window
+    trainer_slices: int = 4  # the window in this many slices, a cycle before each after the first
 
 
 @dataclass
@@ -109,7 +118,7 @@ class OnlineResult:
     policy: str = ""  # the list policy every worker ran (purchased items excluded or kept)
     # {system: {kind: categories, coverage, novelty}} of the top 10 shown at the targets
     beyond: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
-    # with --continual: the trainer's cycles, CPU and the versions the continual app served
+    # with --continual: the trainer's cycles, its CPU and the versions the continual app served
     trainer: dict[str, Any] = field(default_factory=dict)
 
     def table(self) -> str:
@@ -271,43 +280,21 @@ def run_online(cfg: OnlineConfig, settings: Settings) -> OnlineResult:
         app: WorkerProcess(s, cfg.out / "logs" / f"{run}.{app}.log", nice=cfg.nice)
         for app, s in apps.items()
     }
-    trainer = trainer_process(cfg, apps["continual"], run) if cfg.continual else None
-    trainer_report: dict[str, Any] = {}
-    try:
-        for w in workers.values():
-            w.start()
-        for w in workers.values():
-            w.wait_healthy()
-        if trainer is not None:
-            trainer.start().wait_healthy()
-            trainer_cpu0, trainer_t0 = _cpu_seconds(trainer), time.monotonic()
-        log.info(
-            "replaying %d events of %s at %.0f events/s into %s.*",
-            len(events),
-            source.tag,
-            cfg.rate,
-            run,
-        )
-        summary = replay(
-            events,
-            first.kafka_client_config(),
-            first.topics.event_topics(),
-            rate=cfg.rate,
-            progress=cfg.progress,
-            total=len(events),
-        )
-        inputs = list(first.topics.event_topics().values())
+    inputs = list(first.topics.event_topics().values())
+
+    def drain(progress: bool) -> None:
+        """Wait until every app has committed everything sent so far."""
         for app, s in apps.items():
             with tqdm(
-                total=summary.events_sent,
+                total=sent,
                 desc=f"processed ({app})",
                 unit="ev",
-                disable=not cfg.progress,
+                disable=not progress,
                 dynamic_ncols=True,
             ) as bar:
 
                 def show(p: groups.Progress, bar: Any = bar) -> None:
-                    bar.n = summary.events_sent - p.lag
+                    bar.n = sent - p.lag
                     bar.refresh()
 
                 groups.wait_for(
@@ -318,21 +305,58 @@ def run_online(cfg: OnlineConfig, settings: Settings) -> OnlineResult:
                     on_poll=show,
                     alive=workers[app].alive,
                 )
-        if trainer is not None:
-            trainer.check_alive()
-            wall = time.monotonic() - trainer_t0
-            trainer_report = {
-                "cpu_cores": (_cpu_seconds(trainer) - trainer_cpu0) / max(wall, 1e-9),
-                "seconds": wall,
-                "interval_s": cfg.trainer_interval_s,
-                "nice": apps["continual"].trainer.nice,
-                "health": trainer.get("/health")[1],
-            }
+
+    segments = replay_segments(events, split_ts, cfg.trainer_slices if cfg.continual else 1)
+    cycles: list[dict[str, Any]] = []
+    sent, replay_s = 0, 0.0
+    try:
+        for w in workers.values():
+            w.start()
+        for w in workers.values():
+            w.wait_healthy()
+        log.info(
+            "replaying %d events of %s at %.0f events/s into %s.* in %d part(s)",
+            len(events),
+            source.tag,
+            cfg.rate,
+            run,
+            len(segments),
+        )
+        t0 = time.monotonic()
+        for n, (lo, hi) in enumerate(segments):
+            if n:  # a slice boundary inside the window: the trainer's turn
+                drain(progress=False)
+                log_path = cfg.out / "logs" / f"{run}.trainer.log"
+                cycles.append(trainer_cycle(apps["continual"], workers["continual"], log_path,
+                                            cfg.timeout_s))  # fmt: skip
+                cycles[-1]["slice"], cycles[-1]["after_ts"] = n, float(events[lo - 1]["ts"])
+            summary = replay(
+                events[lo:hi],
+                first.kafka_client_config(),
+                first.topics.event_topics(),
+                rate=cfg.rate,
+                progress=cfg.progress,
+                total=hi - lo,
+            )
+            sent += summary.events_sent
+            replay_s += summary.seconds
+        drain(progress=cfg.progress)
+        wall = time.monotonic() - t0
     finally:
-        if trainer is not None:
-            trainer.stop()
         for w in workers.values():
             w.stop()
+    trainer_report: dict[str, Any] = {}
+    if cfg.continual:
+        cpu = sum(c["cpu_s"] for c in cycles)
+        trainer_report = {
+            "cycles": cycles,
+            "slices": len(segments) - 1,
+            "nice": apps["continual"].trainer.nice,
+            "cpu_seconds": cpu,
+            "cycle_seconds": sum(c["seconds"] for c in cycles),
+            "run_seconds": wall,
+            "cpu_cores": cpu / max(wall, 1e-9),  # its share of the run, pauses included
+        }
     published = {app: read_lists(s, s.topics.recommendations) for app, s in apps.items()}
     applied = {app: read_applied(s) for app, s in apps.items()}
     if not cfg.keep_topics:
@@ -374,7 +398,7 @@ def run_online(cfg: OnlineConfig, settings: Settings) -> OnlineResult:
         reordered={app: sum(h.reordered for h in hs.values()) for app, hs in hist.items()},
         lists={app: sum(len(h.lists) for h in hs.values()) for app, hs in hist.items()},
         applied={app: len(a) for app, a in applied.items()},
-        replay_events_per_s=summary.events_per_s,
+        replay_events_per_s=sent / replay_s if replay_s > 0 else 0.0,
         fits={name: fit_summary(cfg.out / name) for name in ("typed", "untyped")},
         policy=ListProtocol.from_settings(settings).describe(),
         beyond=beyond,
@@ -386,23 +410,59 @@ def run_online(cfg: OnlineConfig, settings: Settings) -> OnlineResult:
     return result
 
 
-def trainer_process(cfg: OnlineConfig, continual: Settings, run: str) -> WorkerProcess:
-    """`streamrec trainer` over the run's topics, publishing into the continual app's model;
-    its /health on a port of its own (as ``app.web_port``, which WorkerProcess probes)."""
-    port = free_port()
-    s = continual.replace(
-        app={"web_port": port},
-        trainer={"port": port, "interval_s": cfg.trainer_interval_s},
-    )
-    argv = [sys.executable, "-m", "streamrec", "trainer"]
-    return WorkerProcess(s, cfg.out / "logs" / f"{run}.trainer.log", name="trainer", argv=argv)
+def replay_segments(
+    events: list[dict[str, Any]], split_ts: float, slices: int
+) -> list[tuple[int, int]]:
+    """[lo, hi) index ranges of the time-ordered log: the fit part with the window's first slice,
+    then the rest of the window in ``slices`` equal parts by event count."""
+    start = next((i for i, e in enumerate(events) if float(e["ts"]) >= split_ts), len(events))
+    n = len(events) - start
+    cuts = [start + n * k // slices for k in range(1, slices)] if slices > 1 else []
+    bounds = [0, *dict.fromkeys(c for c in cuts if start < c < len(events)), len(events)]
+    return [(lo, hi) for lo, hi in itertools.pairwise(bounds) if hi > lo]
 
 
-def _cpu_seconds(proc: WorkerProcess) -> float:
-    """User + system CPU seconds of a running process so far (Linux /proc)."""
-    assert proc.proc is not None
-    fields = Path(f"/proc/{proc.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def trainer_cycle(
+    continual: Settings, worker: WorkerProcess, log_path: Path, timeout_s: float
+) -> dict[str, Any]:
+    """One `streamrec trainer --once` over the run's topics (its own settings: [trainer], nice
+    included), publishing into the continual app's checkpoint; returns once that app's worker
+    has loaded what it published. Its stdout is the cycle's JSON; a trainer that prints none
+    failed, and that is this run's fault, not a figure."""
+    loads = worker.counters().get("model_loads", 0)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.monotonic()
+    with open(log_path, "ab") as err:
+        proc = subprocess.run(
+            [sys.executable, "-m", "streamrec", "trainer", "--once"],
+            env={**os.environ, **continual.to_env()},
+            stdout=subprocess.PIPE,
+            stderr=err,
+            timeout=timeout_s,
+            check=False,
+        )
+    seconds = time.monotonic() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    try:
+        result = orjson.loads(proc.stdout)
+    except orjson.JSONDecodeError:
+        raise RuntimeError(
+            f"streamrec trainer --once exited {proc.returncode} without a result; see {log_path}"
+        ) from None
+    if result["published"]:
+        worker.wait_counter("model_loads", loads + 1, timeout_s=timeout_s)
+    decision = result.get("decision") or {}
+    return {
+        "published": result["published"],
+        "reason": result["reason"],
+        "candidate_version": result.get("candidate_version", ""),
+        "window": result.get("window", {}),
+        "gate_ndcg@10": {
+            side: (decision.get(side) or {}).get("ndcg@10") for side in ("candidate", "serving")
+        },
+        "seconds": seconds,
+        "cpu_s": (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime),
+    }
 
 
 def fit_summary(checkpoint: Path) -> dict[str, Any]:
@@ -450,11 +510,20 @@ def describe(result: OnlineResult) -> str:
 def _describe_trainer(report: dict[str, Any]) -> list[str]:
     if not report:
         return []
-    health = report.get("health") or {}
-    last = health.get("last_cycle") or {}
-    return [
-        f"trainer: {health.get('cycles', 0)} cycles in {report['seconds']:.0f} s "
-        f"(interval {report['interval_s']:.0f} s, nice {report['nice']}), "
-        f"{report['cpu_cores']:.2f} cores; versions served by the continual app: "
-        f"{report.get('versions_served')}; last cycle: {last.get('reason', 'none')}"
+    cycles = report["cycles"]
+    lines = [
+        f"trainer: {len(cycles)} cycles at the window's slice boundaries, "
+        f"{sum(c['published'] for c in cycles)} published; the replay paused "
+        f"{report['cycle_seconds']:.0f} s for them (nice {report['nice']}, "
+        f"{report['cpu_seconds']:.0f} CPU s: {report['cpu_cores']:.2f} cores of the "
+        f"{report['run_seconds']:.0f} s run); versions served by the continual app: "
+        f"{report.get('versions_served')}"
     ]
+    for c in cycles:
+        g = c["gate_ndcg@10"]
+        lines.append(
+            f"  cycle before slice {c['slice']}: {'published' if c['published'] else 'kept'} "
+            f"({c['reason']}); gate NDCG@10 candidate {g['candidate']} serving {g['serving']}; "
+            f"{c['seconds']:.0f} s"
+        )
+    return lines
