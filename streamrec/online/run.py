@@ -322,14 +322,14 @@ def run_online(cfg: OnlineConfig, settings: Settings) -> OnlineResult:
             run,
             len(segments),
         )
+        trainer_log = cfg.out / "logs" / f"{run}.trainer.log"
         t0 = time.monotonic()
         for n, (lo, hi) in enumerate(segments):
             if n:  # a slice boundary inside the window: the trainer's turn
                 drain(progress=False)
-                log_path = cfg.out / "logs" / f"{run}.trainer.log"
-                cycles.append(trainer_cycle(apps["continual"], workers["continual"], log_path,
-                                            cfg.timeout_s))  # fmt: skip
-                cycles[-1]["slice"], cycles[-1]["after_ts"] = n, float(events[lo - 1]["ts"])
+                cycle = trainer_cycle(apps["continual"], workers["continual"], trainer_log,
+                                      cfg.timeout_s)  # fmt: skip
+                cycles.append({**cycle, "slice": n, "after_ts": float(events[lo - 1]["ts"])})
             summary = replay(
                 events[lo:hi],
                 first.kafka_client_config(),
@@ -350,7 +350,6 @@ def run_online(cfg: OnlineConfig, settings: Settings) -> OnlineResult:
         cpu = sum(c["cpu_s"] for c in cycles)
         trainer_report = {
             "cycles": cycles,
-            "slices": len(segments) - 1,
             "nice": apps["continual"].trainer.nice,
             "cpu_seconds": cpu,
             "cycle_seconds": sum(c["seconds"] for c in cycles),

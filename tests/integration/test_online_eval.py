@@ -22,7 +22,8 @@ def test_online_evaluation_runs_the_live_pipeline(kafka_bootstrap, unique_name, 
     world = generate(GeneratorConfig(n_users=60, n_items=80, days=2, seed=5))
     write_events(tmp_path / "events.jsonl", world.events)
     s = make_settings(kafka_bootstrap, unique_name("online"), tmp_path)
-    s = s.replace(trainer={"epochs": 1, "nice": 0})
+    # a gate that passes any candidate, so each cycle's publish and load are exercised
+    s = s.replace(trainer={"epochs": 1, "nice": 0, "tolerance": 1.0})
     out = tmp_path / "online"
     cmd = [
         sys.executable, "-m", "streamrec", "evaluate", str(tmp_path / "events.jsonl"),
@@ -62,8 +63,8 @@ def test_online_evaluation_runs_the_live_pipeline(kafka_bootstrap, unique_name, 
     assert [c["slice"] for c in cycles] == [1, 2], trainer
     assert all(c["reason"] and c["cpu_s"] > 0 for c in cycles), cycles
     assert cycles[0]["after_ts"] < cycles[1]["after_ts"]
-    published = {c["candidate_version"] for c in cycles if c["published"]}
-    assert published <= set(trainer["versions_served"]), trainer
+    assert all(c["published"] for c in cycles), cycles
+    assert {c["candidate_version"] for c in cycles} <= set(trainer["versions_served"]), trainer
     assert sum(trainer["versions_served"].values()) == result["lists"]["continual"]
     assert "trainer:" in run.stdout
     assert (out / "typed" / "model.json").exists() and (out / "untyped" / "model.json").exists()
