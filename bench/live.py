@@ -3,7 +3,8 @@
 One run, per repeat, on fresh topics and fresh consumer groups:
   1. a backlog of events (user sessions over the catalog) is produced flat out;
   2. the pass-through Faust agent (bench/passthrough.py: consume, decode, produce) drains it;
-  3. a real `streamrec worker` (100k-item catalog, d=64 model) drains the same backlog
+  3. a real `streamrec worker` (100k-item catalog, d=64 model with its candidate ranker) drains
+     the same backlog
      -> sustained events/s of each, and their ratio; and again with the event-time merge of the
      three topics off (ingest.lateness_ms=0) -> what the merge buys, in events read out of
      event-time order (each a rebuild) and events/s; and with the reasons off
@@ -617,6 +618,13 @@ def main() -> int:
         help="skip the drain with the reasons off (recs.explain = false)",
     )
     ap.add_argument(
+        "--no-ranker",
+        dest="ranker",
+        action="store_false",
+        help="serve a checkpoint without the candidate ranker (the model's retrieval alone; "
+        "runs before 2026-12-06 measured this)",
+    )
+    ap.add_argument(
         "--profile",
         action="store_true",
         help="py-spy the worker through the first repeat; prints where its time went",
@@ -640,7 +648,7 @@ def main() -> int:
     try:
         base = load_settings(env={}).replace(kafka={"bootstrap_servers": args.bootstrap})
         items = make_items(args.items)
-        write_model(items, out / "model", args.dim)
+        write_model(items, out / "model", args.dim, ranker=args.ranker)
         base_env = settings_for(base, args, f"{args.run}r0", "setup", out)
         create_topics(base_env)
         _send_items(base_env, items)

@@ -21,6 +21,8 @@ import torch
 from encoders.checkpoint import TrainedModel, save_checkpoint
 from encoders.item_features import ItemFeaturizer
 from encoders.model import EncoderConfig, StreamRecModel
+from encoders.ranker import Ranker, RankerConfig
+from streamrec.recommend.candidates import FEATURES
 
 ID_EMBEDDING_SCALE = 0.3  # item detail relative to the category signal (unit-variance init)
 EVENT_MIX = (("browse", 0.80), ("click", 0.15), ("purchase", 0.05))
@@ -45,8 +47,12 @@ def make_items(n: int, seed: int = 0) -> list[dict[str, Any]]:
     ]
 
 
-def make_model(items: list[dict[str, Any]], d_model: int = 64, seed: int = 0) -> TrainedModel:
-    """The serving architecture (2 blocks, 2 heads, window 50) over ``items``, untrained."""
+def make_model(
+    items: list[dict[str, Any]], d_model: int = 64, seed: int = 0, ranker: bool = True
+) -> TrainedModel:
+    """The serving architecture (2 blocks, 2 heads, window 50) over ``items``, untrained, with the
+    candidate ranker a trained checkpoint carries (``ranker=False``: retrieval alone), so a
+    worker serving it pays for every candidate source and the ranker, as in production."""
     torch.manual_seed(seed)
     featurizer = ItemFeaturizer.fit(items)
     cfg = EncoderConfig(
@@ -74,11 +80,14 @@ def make_model(items: list[dict[str, Any]], d_model: int = 64, seed: int = 0) ->
         featurizer=featurizer,
         vocab_features=vocab,
         model_version=f"bench-{len(items)}-d{d_model}-s{seed}",
+        ranker=Ranker(RankerConfig(len(FEATURES), 32, FEATURES)).eval() if ranker else None,
     )
 
 
-def write_model(items: list[dict[str, Any]], directory: Path, d_model: int = 64) -> Path:
-    return save_checkpoint(directory, make_model(items, d_model))
+def write_model(
+    items: list[dict[str, Any]], directory: Path, d_model: int = 64, ranker: bool = True
+) -> Path:
+    return save_checkpoint(directory, make_model(items, d_model, ranker=ranker))
 
 
 @dataclass

@@ -218,19 +218,16 @@ class _UserBlock:
 def _history_stats(history: Sequence[Visit]) -> dict[str, tuple[int, float, list[int], int]]:
     """item -> (recency rank among distinct items, last ts, events per type, last type), keyed
     in recency order (the most recently touched item first)."""
-    newest: dict[str, int] = {}  # item -> index of its newest event
+    # One pass from the newest event back (this runs for every list served): an item's first
+    # sighting is its newest event, and its counts list is filled in as older events come.
+    out: dict[str, tuple[int, float, list[int], int]] = {}
     counts: dict[str, list[int]] = {}
-    for i, (item, code, _) in enumerate(history):
-        newest[item] = i
+    for item, code, ts in reversed(history):
         c = counts.get(item)
         if c is None:
             c = counts[item] = [0, 0, 0]
+            out[item] = (len(out), ts, c, code)
         c[code] += 1
-    order = sorted(newest, key=newest.__getitem__, reverse=True)
-    out = {}
-    for rank, item in enumerate(order):
-        _, code, ts = history[newest[item]]
-        out[item] = (rank, ts, counts[item], code)
     return out
 
 

@@ -230,15 +230,23 @@ def _closest(
     cands = [i for i in items if i in row_of]
     if not hist or not cands:
         return {}
-    h = torch.nn.functional.normalize(ev.vectors[[row_of[x] for x in hist]].float(), dim=-1)
-    c = torch.nn.functional.normalize(ev.vectors[[row_of[x] for x in cands]].float(), dim=-1)
-    sims = (c @ h.T).numpy()
-    out = {}
+    # one gather and numpy from there: for a handful of items torch's per-op cost dominates
+    rows = torch.tensor([row_of[x] for x in hist] + [row_of[x] for x in cands])
+    m = ev.vectors.index_select(0, rows).float().numpy()
+    m /= np.maximum(np.linalg.norm(m, axis=1, keepdims=True), 1e-12)
+    sims = m[len(hist) :] @ m[: len(hist)].T
+    # One sort for the whole list (this runs for every list served): an item is never its own
+    # reason, and only positive similarities count.
+    at = {x: n for n, x in enumerate(hist)}
     for j, item in enumerate(cands):
-        order = np.argsort(-sims[j], kind="stable")
-        picked = [hist[o] for o in order if hist[o] != item and sims[j, o] > 0][:BECAUSE_MAX]
-        out[item] = tuple(picked)
-    return out
+        if (n := at.get(item)) is not None:
+            sims[j, n] = 0.0
+    order = np.argsort(-sims, axis=1, kind="stable")[:, :BECAUSE_MAX]
+    positive = np.take_along_axis(sims, order, axis=1) > 0
+    return {
+        item: tuple(hist[o] for o, ok in zip(order[j].tolist(), positive[j].tolist()) if ok)
+        for j, item in enumerate(cands)
+    }
 
 
 def _namer(title_of: Callable[[str], str] | None) -> Callable[[str], str]:
