@@ -242,9 +242,10 @@ def _closest(
         if (n := at.get(item)) is not None:
             sims[j, n] = 0.0
     order = np.argsort(-sims, axis=1, kind="stable")[:, :BECAUSE_MAX]
-    positive = np.take_along_axis(sims, order, axis=1) > 0
+    positive = (np.take_along_axis(sims, order, axis=1) > 0).tolist()
+    picks = order.tolist()
     return {
-        item: tuple(hist[o] for o, ok in zip(order[j].tolist(), positive[j].tolist()) if ok)
+        item: tuple(hist[o] for o, ok in zip(picks[j], positive[j], strict=True) if ok)
         for j, item in enumerate(cands)
     }
 
