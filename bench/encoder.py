@@ -2,7 +2,10 @@
 
   incremental step (cache hit, O(W))  vs  rebuild from the stored tail (cache miss)
                                       vs  full re-encode of the whole history (the reference)
-  exact top-K over the item matrix at 10k and 100k items.
+  exact top-K over the item matrix at 10k and 100k items;
+  and the user tower in float32 (as served)  vs  bfloat16  vs  dynamic int8 (torch's
+  quantize_dynamic on its Linear layers): per-event cost of a step and a rebuild, and how far the
+  served vectors move from float32's.
 
 Run:  .venv/bin/python bench/encoder.py [--users 256] [--history 200] [--repeats 7] [--threads 1]
 Prints median (min-max) over repeats; the machine is shared and noisy.
@@ -11,11 +14,14 @@ Prints median (min-max) over repeats; the machine is shared and noisy.
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import time
+import warnings
 from collections.abc import Callable
 
 import torch
+from torch import nn
 from tqdm import tqdm
 
 from encoders.incremental import IncrementalEncoder, StepRequest
@@ -125,6 +131,61 @@ def main() -> None:
         f"events in batches of 32 ({m_full / m_hit:.0f}x vs one at a time) and "
         f"{m_reb / m_hit:.0f}x cheaper than a cache-miss rebuild."
     )
+    precision(model, item_vecs, request, B, T, args.repeats)
+
+
+def precision(
+    model: StreamRecModel,
+    item_vecs: torch.Tensor,
+    request: Callable[[int, int], StepRequest],
+    B: int,
+    T: int,
+    repeats: int,
+) -> None:
+    """The same steps and rebuilds under each compute precision of the user tower, side by side,
+    with the served vectors compared against float32's for the same requests."""
+    # torch marks eager-mode quantization as deprecated in favour of torchao (not a dependency)
+    warnings.filterwarnings("ignore", module="torch.ao")
+    warnings.filterwarnings("ignore", message=".*quantize.*")
+    towers = {
+        "float32 (served)": model,
+        "bfloat16": copy.deepcopy(model).to(torch.bfloat16),
+        "int8 dynamic (Linear)": torch.ao.quantization.quantize_dynamic(
+            copy.deepcopy(model), {nn.Linear}, dtype=torch.qint8
+        ),
+    }
+    results = {}
+    reference: torch.Tensor | None = None
+    for name, m in tqdm(towers.items(), desc="precisions", leave=False):
+        enc = IncrementalEncoder(m, cache_bytes=(B + 1) * 60_000)
+        enc.set_item_vectors(item_vecs)
+        served = enc.step([request(u, T - 1) for u in range(B)]).float()
+        pos = [T]
+
+        def hit(enc: IncrementalEncoder = enc, pos: list[int] = pos) -> None:
+            enc.step([request(u, pos[0]) for u in range(B)])
+            pos[0] += 1
+
+        def rebuild(enc: IncrementalEncoder = enc) -> None:
+            enc.clear()
+            enc.step([request(u, T - 1) for u in range(B)])
+
+        _, step_us = fmt(timed(hit, repeats), B)
+        _, rebuild_us = fmt(timed(rebuild, max(3, repeats // 2)), B)
+        if reference is None:
+            reference = served
+        cos = torch.nn.functional.cosine_similarity(served, reference, dim=-1)
+        results[name] = (step_us, rebuild_us, (served - reference).abs().max().item(), cos.min())
+    base_step, base_rebuild = results["float32 (served)"][:2]
+    print(f"\nuser tower precision, B={B}: us/event (median of {repeats}), x = float32 / this")
+    print(
+        f"{'tower':24} {'step':>8} {'x':>6} {'rebuild':>9} {'x':>6} {'max |dv|':>9} {'min cos':>8}"
+    )
+    for name, (st, rb, dv, cos) in results.items():
+        print(
+            f"{name:24} {st:8.1f} {base_step / st:6.2f} {rb:9.1f} {base_rebuild / rb:6.2f} "
+            f"{dv:9.4f} {float(cos):8.5f}"
+        )
 
 
 if __name__ == "__main__":

@@ -8,7 +8,9 @@ One run, per repeat, on fresh topics and fresh consumer groups:
      -> sustained events/s of each, and their ratio; and again with the event-time merge of the
      three topics off (ingest.lateness_ms=0) -> what the merge buys, in events read out of
      event-time order (each a rebuild) and events/s; and with the reasons off
-     (recs.explain=false) -> what the explanations cost the live path, in events/s;
+     (recs.explain=false) -> what the explanations cost the live path, in events/s; and, with
+     --workers N, by N workers in one consumer group (each starting from the saved item graph)
+     -> events/s of Kafka's scale-out on this machine;
   4. events are produced at a fixed rate (default 1,000/s) into the running worker
      -> event -> list latency p50 / p99 / p99.9, the worker's CPU and resident memory;
   5. the pass-through agent gets the same fixed-rate load on its own topics (its latency floor).
@@ -36,6 +38,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -250,10 +253,19 @@ def wait_for(cond: Any, timeout_s: float, what: str, app: App | None = None) -> 
     )  # fmt: skip
 
 
-def drain(app: App, col: Collector, done: Any, timeout_s: float) -> float:
-    """Start ``app`` on a backlog; events/s from its first output to ``done(records)``."""
-    app.start()
-    wait_for(lambda: (col.pump(), done(col.records))[1], timeout_s, f"{app.name} drain", app)
+def drain(app: App | Sequence[App], col: Collector, done: Any, timeout_s: float) -> float:
+    """Start ``app`` (or several, one consumer group) on a backlog; seconds from the first
+    output to ``done(records)``."""
+    apps = [app] if isinstance(app, App) else list(app)
+    for a in apps:
+        a.start()
+    wait_until(
+        lambda: (col.pump(), done(col.records))[1],
+        timeout_s=timeout_s,
+        what=f"{apps[0].name} drain",
+        poll_s=0.1,
+        abort=lambda: [a.alive() for a in apps],
+    )
     first = min(r[0] for r in col.records)
     last = max(r[0] for r in col.records)
     return last - first
@@ -429,6 +441,43 @@ def one_repeat(
         worker.stop()
         col.close()
 
+    # 3c. the same backlog drained by several workers in one consumer group (Kafka's scale-out)
+    if args.workers > 1:
+        name = f"streamrec, {args.workers} workers"
+        tag = f"w{args.workers}"
+        group = settings_for(base, args, f"{args.run}r{r}", f"{args.run}-{tag}-{r}", out)
+        group = group.replace(topics={"recommendations": f"{args.run}r{r}.{tag}"})
+        create_topics(group)
+        col = Collector(ctx, group.to_env(), group.topics.recommendations)
+        workers = []
+        for w in range(args.workers):
+            s = group.replace(
+                app={"datadir": f"{group.app.datadir}-{w}", "web_port": broker.free_port()}
+            )
+            # Each starts from the item graph the first worker saved (as after a restart), so
+            # the drain is not staggered by graph builds running side by side.
+            graph = Path(live_s.app.datadir) / "item-graph"
+            if graph.is_dir():
+                shutil.copytree(graph, Path(s.app.datadir) / "item-graph")
+            cmd = [py, "-m", "streamrec", "worker"]
+            workers.append(App(f"{name} #{w + 1}", s, cmd, out / f"{tag}-{r}-{w}.log"))
+
+        def group_drained(recs: list[tuple[float, str, float]]) -> bool:
+            c = [counters(w) for w in workers]
+            lists = sum(x.get("lists_out", 0) for x in c)
+            return sum(x.get("events_in", 0) for x in c) >= sent and len(recs) >= lists > 0
+
+        seconds = drain(workers, col, group_drained, args.timeout)
+        rep.drain[name] = sent / seconds
+        totals: dict[str, int] = {}
+        for w in workers:
+            for k, v in worker_counts(w).items():
+                totals[k] = totals.get(k, 0) + v
+        rep.counters[name] = totals
+        for w in workers:
+            w.stop()
+        col.close()
+
     # 5. the floor at the same fixed rate, on topics of its own
     solo = settings_for(base, args, f"{args.run}p{r}", f"{args.run}-passrate-{r}", out)
     create_topics(solo)
@@ -525,17 +574,17 @@ def report(reps: list[Repeat], args: argparse.Namespace) -> None:
             f"RocksDB overhead; in memory {per_user / 1024:,.1f} KB per cached user, "
             f"{cap:,.0f} users in a {args.cache_mb} MB encoder cache"
         )
-    if any(v in r.drain for r in reps for v in (MERGE_OFF, REASONS_OFF)):
+    if any(len(r.drain) > 2 for r in reps):
         print(
             "\none thing changed, backlog drain (same backlog, same run): the event-time merge of "
-            "the three topics off; the reasons (recs.explain) off"
+            "the three topics off; the reasons (recs.explain) off; several workers in one group"
         )
         print(
             "\n| worker | drain events/s | vs streamrec | events read out of event-time order "
             "| encoder rebuilds | lists |"
         )
         print("|---|---|---|---|---|---|")
-        for app in ("streamrec", MERGE_OFF, REASONS_OFF):
+        for app in ("streamrec", MERGE_OFF, REASONS_OFF, f"streamrec, {args.workers} workers"):
             c = [r.counters.get(app, {}) for r in reps if app in r.counters]
             if not c:
                 continue
@@ -616,6 +665,12 @@ def main() -> int:
         dest="reasons_off",
         action="store_false",
         help="skip the drain with the reasons off (recs.explain = false)",
+    )
+    ap.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="also drain the backlog with this many workers in one consumer group",
     )
     ap.add_argument(
         "--no-ranker",
