@@ -77,6 +77,12 @@ def test_a_similar_reason_names_the_history_items_closest_in_the_item_space():
     [[z]] = explain([ctx], [["z"]], [["similar"]], Evidence(vectors=vectors, row_of=row_of))
     assert z["because"] == ["a", "c"]  # cosine 0.99, 0.77; b 0.11 third; far is negative
     assert z["text"] == "Similar to a and c, which you viewed"
+    # several similar items in one list, one of them in the history itself: never its own reason
+    [[z, a]] = explain(
+        [ctx], [["z", "a"]], [["similar", "similar"]], Evidence(vectors=vectors, row_of=row_of)
+    )
+    assert z["because"] == ["a", "c"]
+    assert a["because"] == ["c"]  # not a itself (cosine 1); b is orthogonal, far negative
 
 
 def test_ranked_kinds_follow_the_scorer_not_the_source_that_proposed_the_item():
