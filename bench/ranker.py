@@ -23,14 +23,13 @@ import time
 
 import torch
 from tqdm import tqdm
+from workload import untrained_ranker
 
 from encoders.checkpoint import TrainedModel
 from encoders.item_features import ItemFeaturizer
 from encoders.model import EncoderConfig, StreamRecModel
-from encoders.ranker import Ranker, RankerConfig
 from streamrec.events.schema import EVENT_TYPES, Event, Item
 from streamrec.features.user_state import FeatureLimits, UserState
-from streamrec.recommend.candidates import FEATURES
 from streamrec.recommend.engine import Job, Recommender
 from streamrec.settings import load_settings
 
@@ -57,9 +56,7 @@ def main() -> None:
     torch.set_num_threads(1)
     rng = random.Random(0)
     base = make_model(args.items)
-    ranked = dataclasses.replace(
-        base, ranker=Ranker(RankerConfig(len(FEATURES), 32, FEATURES)).eval()
-    )
+    ranked = dataclasses.replace(base, ranker=untrained_ranker())
     settings = load_settings(env={"STREAMREC_RETRIEVAL_METHOD": "exact"})
     catalog = [Item(f"i{i}", f"c{i % 50}", float(i % 100)) for i in range(args.items)]
     limits = FeatureLimits.from_settings(settings.features)

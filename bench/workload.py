@@ -80,8 +80,14 @@ def make_model(
         featurizer=featurizer,
         vocab_features=vocab,
         model_version=f"bench-{len(items)}-d{d_model}-s{seed}",
-        ranker=Ranker(RankerConfig(len(FEATURES), 32, FEATURES)).eval() if ranker else None,
+        ranker=untrained_ranker() if ranker else None,
     )
+
+
+def untrained_ranker() -> Ranker:
+    """The candidate ranker's shape as `streamrec train` fits it (timing does not depend on its
+    weights)."""
+    return Ranker(RankerConfig(len(FEATURES), 32, FEATURES)).eval()
 
 
 def write_model(
