@@ -348,7 +348,11 @@ def settings_for(
             "log_level": "warning",
         },
         model={"checkpoint": str(out / "model"), "cache_mb": args.cache_mb, "threads": 1},
-        recs={"batch_max": args.batch_max, "batch_wait_ms": args.batch_wait_ms},
+        recs={
+            "batch_max": args.batch_max,
+            "batch_wait_ms": args.batch_wait_ms,
+            "batch_max_behind": max(args.batch_max, args.batch_max_behind),
+        },
         retrieval={"method": args.retrieval},
     )
 
@@ -563,6 +567,10 @@ def report(reps: list[Repeat], args: argparse.Namespace) -> None:
         "batch_seconds_sum",
         "batch_seconds_count",
         "batch_size_sum",
+        "batcher_behind_batches",
+        "merge_released_in_order",
+        "merge_released_late",
+        "merge_released_forced",
     ):
         if k in g:
             print(f"  {k}: {g[k]:,.1f}")
@@ -646,6 +654,13 @@ def main() -> int:
     ap.add_argument("--cache-mb", type=int, default=256)
     ap.add_argument("--batch-max", type=int, default=256)
     ap.add_argument("--batch-wait-ms", type=float, default=5.0)
+    ap.add_argument(
+        "--batch-max-behind",
+        type=int,
+        default=2048,
+        help="batch size while the worker is behind (recs.batch_max_behind; "
+        "= --batch-max turns it off, the behaviour before 2026-12-06 evening)",
+    )
     ap.add_argument("--timeout", type=float, default=900.0, help="per drain, seconds")
     ap.add_argument("--out", default="var/bench/live")
     ap.add_argument(

@@ -115,6 +115,8 @@ class RecsSettings:
     k: int
     batch_max: int
     batch_wait_ms: float
+    batch_max_behind: int
+    batch_wait_behind_ms: float
     exclude_purchased: bool
     source: str
     candidates_recent: int
@@ -324,6 +326,7 @@ _POSITIVE = {
     "model.threads",
     "recs.k",
     "recs.batch_max",
+    "recs.batch_max_behind",
     "covisit.window_s",
     "covisit.span",
     "covisit.neighbours",
@@ -346,6 +349,7 @@ _NON_NEGATIVE = {
     "errors.retry_backoff_ms",
     "errors.budget",
     "recs.batch_wait_ms",
+    "recs.batch_wait_behind_ms",
     "recs.candidates_recent",
     "recs.candidates_covisit",
     "recs.candidates_model",

@@ -1,9 +1,15 @@
 """Micro-batching of model work across users.
 
 Events are accepted one by one (table writes must run in their own event's context); the model
-runs once per batch. A batch is flushed when it reaches ``max_size`` or ``max_wait_s`` after its
-first item, whichever comes first. ``submit`` waits while ``max_pending`` items are queued, so a
-slow model pushes back on the consumer instead of growing memory.
+runs once per batch. A batch is flushed when it reaches ``max_size`` or ``max_wait_s`` after the
+flushing loop found it non-empty, whichever comes first. ``submit`` waits while ``max_pending``
+items are queued, so a slow model pushes back on the consumer instead of growing memory.
+
+When the consumer is behind (``behind()``: records known to be waiting on the broker), a batch may
+grow to ``behind_size`` and wait up to ``behind_wait_s`` to fill. Each user gets one list per
+batch, after their last event in it, so in a backlog one large batch answers several events of a
+user with one ranked list (and one encoder pass) where small batches would rank the user again
+for each. Caught up, batches are small again and latency is the small batch's.
 """
 
 from __future__ import annotations
@@ -25,11 +31,18 @@ class MicroBatcher(Generic[T]):
         max_size: int,
         max_wait_s: float,
         max_pending: int | None = None,
+        behind: Callable[[], bool] | None = None,
+        behind_size: int | None = None,
+        behind_wait_s: float | None = None,
     ) -> None:
         self.handle = handle
         self.max_size = max(1, max_size)
         self.max_wait_s = max_wait_s
-        self.max_pending = max_pending or 4 * self.max_size
+        self.behind = behind
+        self.behind_size = max(self.max_size, behind_size or self.max_size)
+        self.behind_wait_s = max(max_wait_s, behind_wait_s or max_wait_s)
+        self.max_pending = max(max_pending or 4 * self.max_size, self.behind_size)
+        self._target = self.max_size  # the size that flushes the batch being filled
         self._items: list[T] = []
         self._nonempty = asyncio.Event()
         self._full = asyncio.Event()
@@ -39,6 +52,7 @@ class MicroBatcher(Generic[T]):
         self._idle.set()
         self.batches = 0
         self.items = 0
+        self.behind_batches = 0  # batches sized for a backlog
 
     def __len__(self) -> int:
         return len(self._items)
@@ -50,21 +64,31 @@ class MicroBatcher(Generic[T]):
         self._items.append(item)
         self._idle.clear()
         self._nonempty.set()
-        if len(self._items) >= self.max_size:
+        if len(self._items) >= self._target:
             self._full.set()
 
     async def run(self) -> None:
         """Flush batches forever (run it as a task; cancel it to stop)."""
         while True:
             await self._nonempty.wait()
-            if len(self._items) < self.max_size:
+            behind = self.behind is not None and self.behind_size > self.max_size and self.behind()
+            self._target, wait_s = (
+                (self.behind_size, self.behind_wait_s)
+                if behind
+                else (self.max_size, self.max_wait_s)
+            )
+            if len(self._items) < self._target:
+                self._full.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._full.wait(), self.max_wait_s)
+                    await asyncio.wait_for(self._full.wait(), wait_s)
+            if behind:
+                self.behind_batches += 1
             await self._flush_one()
 
     async def _flush_one(self) -> None:
-        batch, self._items = self._items[: self.max_size], self._items[self.max_size :]
-        if len(self._items) < self.max_size:
+        n = self._target
+        batch, self._items = self._items[:n], self._items[n:]
+        if len(self._items) < n:
             self._full.clear()
         if not self._items:
             self._nonempty.clear()

@@ -144,8 +144,14 @@ class Worker:
         self._model_mtime = self._checkpoint_mtime()
         # users forgotten while a batch was being published: a retry of it leaves them out
         self._forgotten_in_flight: set[str] = set()
+        recs = settings.recs
         self.batcher: MicroBatcher[tuple[Job | Forget, Any]] = MicroBatcher(
-            self._publish, settings.recs.batch_max, settings.recs.batch_wait_ms / 1e3
+            self._publish,
+            recs.batch_max,
+            recs.batch_wait_ms / 1e3,
+            behind=self._behind,
+            behind_size=recs.batch_max_behind,
+            behind_wait_s=recs.batch_wait_behind_ms / 1e3,
         )
         self.catalog = CatalogFollower(settings, self._on_items, self._dead_letter)
         self._register()
@@ -368,6 +374,14 @@ class Worker:
             return Lag.UNKNOWN  # no fetch answered yet
         return Lag.CAUGHT_UP if unread <= 0 else Lag.BEHIND
 
+    def _behind(self) -> bool:
+        """At least a normal batch's worth of records waits on the broker for this worker's
+        event partitions (the batcher then sizes its batch for a backlog)."""
+        if self.app.rebalancing:
+            return False
+        waiting = sum(unread for _, _, unread in self.consumer_lag())
+        return waiting >= self.settings.recs.batch_max
+
     def _unread(self, tp: TP) -> int | None:
         """Records of ``tp`` on the broker not read yet, as far as the consumer's last fetch
         knows its end (0 when it is not assigned any more: nothing to wait for); None before
@@ -581,6 +595,8 @@ class Worker:
             "catalog_items": float(len(self.recommender.catalog.index)),
             "catalog_ready": float(self.catalog.ready.is_set()),
             "batcher_pending": float(len(self.batcher)),
+            "batcher_batches": float(self.batcher.batches),
+            "batcher_behind_batches": float(self.batcher.behind_batches),
             "popularity_items": float(len(self.recommender.popularity)),
             "popularity_dropped": float(self.recommender.popularity.dropped),
             "catalog_unlisted_rows": float(len(self.recommender.catalog.unlisted)),

@@ -84,3 +84,66 @@ def test_a_failing_handler_does_not_stop_the_loop():
 
     handled, alive = run(main())
     assert alive and handled == [1, 2]
+
+
+def _batches_of(n_items: int, behind: bool) -> list[list[int]]:
+    """Batch sizes when ``n_items`` are queued before the flushing loop starts."""
+
+    async def main():
+        seen: list[list[int]] = []
+
+        async def handle(batch):
+            seen.append(list(batch))
+
+        b = MicroBatcher(
+            handle,
+            max_size=4,
+            max_wait_s=0.001,
+            behind=lambda: behind,
+            behind_size=16,
+            behind_wait_s=0.001,
+            max_pending=64,
+        )
+        for i in range(n_items):
+            await b.submit(i)
+        task = asyncio.create_task(b.run())
+        await asyncio.sleep(0.05)
+        await b.wait_idle()
+        task.cancel()
+        return seen, b.behind_batches
+
+    seen, behind_batches = run(main())
+    assert [x for batch in seen for x in batch] == list(range(n_items))
+    assert behind_batches == (len(seen) if behind else 0)
+    return seen
+
+
+def test_a_backlog_is_flushed_in_the_larger_batches():
+    assert [len(b) for b in _batches_of(40, behind=True)] == [16, 16, 8]
+    assert [len(b) for b in _batches_of(40, behind=False)] == [4] * 10
+
+
+def test_behind_waits_longer_for_its_batch_to_fill():
+    async def main():
+        seen: list[list[int]] = []
+
+        async def handle(batch):
+            seen.append(list(batch))
+
+        b = MicroBatcher(
+            handle,
+            max_size=2,
+            max_wait_s=0.001,
+            behind=lambda: True,
+            behind_size=6,
+            behind_wait_s=5.0,
+        )
+        task = asyncio.create_task(b.run())
+        for i in range(6):
+            await b.submit(i)
+            await asyncio.sleep(0.01)  # far past max_wait_s: only the behind wait holds them
+        await b.wait_idle()
+        task.cancel()
+        return seen
+
+    assert run(main()) == [[0, 1, 2, 3, 4, 5]]
