@@ -86,24 +86,22 @@ def test_a_failing_handler_does_not_stop_the_loop():
     assert alive and handled == [1, 2]
 
 
+def _recording(**kwargs) -> tuple[MicroBatcher[int], list[list[int]]]:
+    """A batcher that records the batches it hands over (``behind`` always says yes)."""
+    seen: list[list[int]] = []
+
+    async def handle(batch):
+        seen.append(list(batch))
+
+    return MicroBatcher(handle, max_wait_s=0.001, behind=lambda: True, **kwargs), seen
+
+
 def _batches_of(n_items: int, behind: bool) -> list[list[int]]:
-    """Batch sizes when ``n_items`` are queued before the flushing loop starts."""
+    """Batches when ``n_items`` are queued before the flushing loop starts."""
 
     async def main():
-        seen: list[list[int]] = []
-
-        async def handle(batch):
-            seen.append(list(batch))
-
-        b = MicroBatcher(
-            handle,
-            max_size=4,
-            max_wait_s=0.001,
-            behind=lambda: behind,
-            behind_size=16,
-            behind_wait_s=0.001,
-            max_pending=64,
-        )
+        b, seen = _recording(max_size=4, behind_size=16, behind_wait_s=0.001, max_pending=64)
+        b.behind = lambda: behind
         for i in range(n_items):
             await b.submit(i)
         task = asyncio.create_task(b.run())
@@ -125,19 +123,7 @@ def test_a_backlog_is_flushed_in_the_larger_batches():
 
 def test_behind_waits_longer_for_its_batch_to_fill():
     async def main():
-        seen: list[list[int]] = []
-
-        async def handle(batch):
-            seen.append(list(batch))
-
-        b = MicroBatcher(
-            handle,
-            max_size=2,
-            max_wait_s=0.001,
-            behind=lambda: True,
-            behind_size=6,
-            behind_wait_s=5.0,
-        )
+        b, seen = _recording(max_size=2, behind_size=6, behind_wait_s=5.0)
         task = asyncio.create_task(b.run())
         for i in range(6):
             await b.submit(i)
