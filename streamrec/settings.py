@@ -63,6 +63,7 @@ class AppSettings:
     log_level: str
     commit_interval_s: float
     session_timeout_s: float
+    gc_young_objects: int
 
 
 @dataclass(frozen=True)
@@ -307,6 +308,7 @@ _POSITIVE = {
     "app.web_port",
     "app.commit_interval_s",
     "app.session_timeout_s",
+    "app.gc_young_objects",
     "validation.max_event_bytes",
     "validation.max_item_bytes",
     "validation.max_context_depth",

@@ -54,6 +54,7 @@ from streams.acks import InOrderAcks
 from streams.app import create_app
 from streams.batcher import MicroBatcher
 from streams.catalog_follower import CatalogFollower
+from streams.collector import REFREEZE_S, Collector
 from streams.dlq import dlq_headers
 from streams.error_budget import ErrorBudget
 from streams.failpoints import FailPoints
@@ -117,6 +118,7 @@ class Worker:
         self.limits = Limits.from_settings(settings.validation)
         self.feature_limits = FeatureLimits.from_settings(settings.features)
         self.metrics = Metrics()
+        self.collector = Collector(settings.app.gc_young_objects)
         errors = settings.errors
         self.acks = InOrderAcks()
         self.budget = ErrorBudget(errors.budget, errors.budget_window)
@@ -167,6 +169,7 @@ class Worker:
             app.task(self._release_late)
         app.task(self._seed_popularity)
         app.timer(MODEL_POLL_S)(self._poll_model)
+        app.timer(REFREEZE_S)(self._refreeze)
         if self.feature_limits.retention_s > 0:
             app.timer(self.settings.features.retention_sweep_s)(self._sweep_retention)
         app.page("/live/")(self._live_view())
@@ -449,6 +452,14 @@ class Worker:
             len(self.recommender.popularity),
             len(self.recommender.covisit),
         )
+        await self._refreeze()  # the long-lived state is built: out of the collector's way
+
+    async def _refreeze(self) -> None:
+        t0 = time.perf_counter()
+        frozen = self.collector.refreeze()
+        log.info(
+            "collected and froze %d objects in %.0f ms", frozen, (time.perf_counter() - t0) * 1e3
+        )
 
     async def _publish(self, batch: list[tuple[Job | Forget, Any]]) -> None:
         """Rank a batch and hand its lists to the producer; only then are its events acked (Faust
@@ -586,6 +597,7 @@ class Worker:
             )
             self.recommender.set_model(model, prepared=(snapshot, vectors))
             self.metrics.inc("model_loads")
+            await self._refreeze()  # the old model's objects go, the new one's are frozen
 
     # -- web ------------------------------------------------------------------------------------
 
@@ -606,6 +618,7 @@ class Worker:
             "covisit_items_dropped": float(self.recommender.covisit.items_dropped),
             "merge_pending": float(len(self.merge)),
             "acks_pending": float(len(self.acks)),
+            **self.collector.gauges(),
         }
         g.update({f"merge_{k}": float(v) for k, v in dataclasses.asdict(self.merge.stats).items()})
         retrieval = self.recommender.catalog.retriever.stats
