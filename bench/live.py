@@ -571,6 +571,11 @@ def report(reps: list[Repeat], args: argparse.Namespace) -> None:
         "merge_released_in_order",
         "merge_released_late",
         "merge_released_forced",
+        "gc_collections_gen2",
+        "gc_seconds_gen0",
+        "gc_seconds_gen1",
+        "gc_seconds_gen2",
+        "gc_frozen_objects",
     ):
         if k in g:
             print(f"  {k}: {g[k]:,.1f}")
