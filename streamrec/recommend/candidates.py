@@ -18,7 +18,7 @@ numpy: the worker, replay and the offline evaluation all call ``build_candidates
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -138,12 +138,14 @@ def build_candidates(
     popular: Sequence[tuple[str, float]],
     model_lists: Sequence[Sequence[tuple[str, float]]] | None = None,
     listable: Callable[[str], bool] | None = None,
+    stats: Sequence[Mapping[str, HistoryStat]] | None = None,
 ) -> CandidateBatch:
     """Candidates and their features for each user. ``popular`` is the shared popularity head
     as (item, log2 score), best first; ``model_lists`` the model's retrieval per user (best
     first), or None without a model; ``listable`` says whether an item may be listed at all
-    (available in the catalog). Model scores are set afterwards (``set_model_scores``) for
-    every row, from whichever source it came.
+    (available in the catalog); ``stats`` each user's ``history_stats`` when the caller has
+    them. Model scores are set afterwards (``set_model_scores``) for every row, from whichever
+    source it came.
 
     This runs for every list served: items are gathered per user in plain dicts and the feature
     rows computed for the whole batch at once in numpy (``candidates_reference`` builds the same
@@ -158,12 +160,12 @@ def build_candidates(
     model_rank: list[float] = []
     absent = (0.0, none_covisit)
     for b, ctx in enumerate(contexts):
-        stats = history_stats(ctx.history)
+        hist = history_stats(ctx.history) if stats is None else stats[b]
         banned = ctx.excluded | (ctx.purchased if cfg.exclude_purchased else frozenset())
         bits: dict[str, int] = {}  # item -> source bits, in the order the sources added them
         admit = _Admit(bits, banned, listable)
 
-        recent = list(stats)  # keyed newest first: the recent items
+        recent = list(hist)  # keyed newest first: the recent items
         for item in recent[: cfg.recent]:
             admit(item, _RECENT)
         cv: dict[str, tuple[float, float]] = {}
@@ -185,7 +187,7 @@ def build_candidates(
         batch.users += [b] * len(items)
         batch.sources += bits.values()
         batch.offsets.append(len(batch.item_ids))
-        stats_of += map(stats.get, items)
+        stats_of += map(hist.get, items)
         nows += [ctx.now] * len(items)
         covisit_col += [cv.get(i, absent) for i in items]
         model_rank += [ranks.get(i, none_model) for i in items]

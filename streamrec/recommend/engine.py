@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,9 +26,11 @@ from streamrec.features.user_state import RecentEvents, UserState, event_id_hash
 from streamrec.recommend.candidates import (
     CandidateBatch,
     CandidateConfig,
+    HistoryStat,
     UserContext,
     build_candidates,
     heuristic_scores,
+    history_stats,
     source_scores,
 )
 from streamrec.recommend.catalog import Catalog, CatalogSnapshot
@@ -247,6 +249,8 @@ class Recommender:
         if fallback and self.encoder is not None:
             self.encoder.clear()  # the failed batch may have left some users half-stepped
         contexts = self._contexts(finals)
+        # what each user's history says of each item: candidates and reasons both read it
+        stats = [history_stats(c.history) for c in contexts]
         if self.source == POPULARITY:
             lists = [self._popular(j) for j in finals]
             ranked: Ranked = lists, [[POPULAR] * len(x) for x in lists]
@@ -254,12 +258,12 @@ class Recommender:
         elif self.serves_model and not fallback:
             with self.catalog.pinned_rows():
                 vectors = self._encode(jobs, final)
-            ranked, source = self._ranked(vectors, contexts), MODEL
+            ranked, source = self._ranked(vectors, contexts, stats), MODEL
         else:
-            ranked = self._heuristic(contexts)
+            ranked = self._heuristic(contexts, stats)
             source = self.source if self.source in SINGLE_SOURCES else HEURISTIC
         lists, kinds = ranked
-        whys = self._explain(contexts, lists, kinds) if self.explains else None
+        whys = self._explain(contexts, lists, kinds, stats) if self.explains else None
         emitted = time.time() if now is None else now
         version = self.model_version if source == MODEL else source
         out = []
@@ -290,6 +294,7 @@ class Recommender:
         contexts: Sequence[UserContext],
         lists: Sequence[Sequence[tuple[str, float]]],
         kinds: Sequence[Sequence[str]],
+        stats: Sequence[Mapping[str, HistoryStat]],
     ) -> list[list[dict[str, Any]]]:
         index = self.catalog.index
         items = self.catalog.items
@@ -305,7 +310,7 @@ class Recommender:
             title_of=title_of,
         )
         ids = [[item for item, _ in x] for x in lists]
-        return explain(contexts, ids, kinds, evidence, self.covisit.config.user_items)
+        return explain(contexts, ids, kinds, evidence, self.covisit.config.user_items, stats)
 
     def _encode(self, jobs: Sequence[Job], final: Sequence[int]) -> torch.Tensor:
         """One vector per user of the batch (``final``: index of each user's last job), after
@@ -373,13 +378,15 @@ class Recommender:
         index = self.catalog.index
         return index.is_available if len(index) else None
 
-    def _heuristic(self, contexts: Sequence[UserContext]) -> Ranked:
+    def _heuristic(
+        self, contexts: Sequence[UserContext], stats: Sequence[Mapping[str, HistoryStat]]
+    ) -> Ranked:
         """Without a model: recent items, co-visitation neighbours and popularity (or, for a
         baseline worker, one of them alone)."""
         cfg = self.candidates
         listable = self._listable()
         pop = self.popularity.top(cfg.popular, accept=listable)
-        batch = build_candidates(contexts, cfg, self.covisit, pop, None, listable)
+        batch = build_candidates(contexts, cfg, self.covisit, pop, None, listable, stats)
         if self.source in SINGLE_SOURCES:
             scores = source_scores(batch, self.source)
         else:
@@ -394,7 +401,12 @@ class Recommender:
             return lists, [[kind] * len(rows) for rows in picked]
         return lists, tier_kinds(batch, picked) if self.explains else []
 
-    def _ranked(self, vectors: torch.Tensor, contexts: Sequence[UserContext]) -> Ranked:
+    def _ranked(
+        self,
+        vectors: torch.Tensor,
+        contexts: Sequence[UserContext],
+        stats: Sequence[Mapping[str, HistoryStat]],
+    ) -> Ranked:
         """The model's retrieval with the other sources' candidates, ranked by the checkpoint's
         ranker; a checkpoint without one serves its retrieval as it is."""
         assert self.model is not None
@@ -410,7 +422,7 @@ class Recommender:
             return model_lists, [[SIMILAR] * len(x) for x in model_lists]
         listable = self._listable()
         pop = self.popularity.top(cfg.popular, accept=listable)
-        batch = build_candidates(contexts, cfg, self.covisit, pop, model_lists, listable)
+        batch = build_candidates(contexts, cfg, self.covisit, pop, model_lists, listable, stats)
         rows = [index.row_of.get(i, -1) for i in batch.item_ids]
         batch.set_model_scores(vectors, index.matrix, rows)
         scores = self._diversified(batch, ranker.score(batch.features), rows)

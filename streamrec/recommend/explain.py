@@ -29,13 +29,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from streamrec.features.covisit import CoVisitation, Visit
+from streamrec.features.covisit import CoVisitation
 from streamrec.recommend.candidates import (
     SOURCE_BITS,
     CandidateBatch,
     CandidateConfig,
+    HistoryStat,
     UserContext,
     absent_row,
+    history_stats,
 )
 from streamrec.recommend.candidates import F as COL
 
@@ -142,23 +144,28 @@ def explain(
     kinds: Sequence[Sequence[str]],
     evidence: Evidence,
     user_items: int = 3,
+    stats: Sequence[Mapping[str, HistoryStat]] | None = None,
 ) -> list[list[dict[str, Any]]]:
     """The ``why`` object of each listed item (``lists[b]``, with ``kinds[b]``) of each user.
-    ``user_items``: how many of the user's last distinct items co-visitation sums over."""
+    ``user_items``: how many of the user's last distinct items co-visitation sums over;
+    ``stats``: each user's ``history_stats``, when the candidates already computed them."""
+    if stats is None:
+        stats = [history_stats(c.history) for c in contexts]
     out = []
-    for ctx, items, ks in zip(contexts, lists, kinds, strict=True):
-        out.append(_explain_user(ctx, items, ks, evidence, user_items))
+    for ctx, st, items, ks in zip(contexts, stats, lists, kinds, strict=True):
+        out.append(_explain_user(ctx, st, items, ks, evidence, user_items))
     return out
 
 
 def _explain_user(
     ctx: UserContext,
+    stats: Mapping[str, HistoryStat],
     items: Sequence[str],
     kinds: Sequence[str],
     ev: Evidence,
     user_items: int,
 ) -> list[dict[str, Any]]:
-    history = _HistoryView(ctx.history) if ctx.history else None
+    history = _HistoryView(stats) if stats else None
     now = ctx.now
     similar = [i for i, k in zip(items, kinds, strict=True) if k == SIMILAR]
     closest = _closest(similar, history, ev) if similar and history is not None else {}
@@ -195,23 +202,17 @@ def _explain_user(
 
 
 class _HistoryView:
-    """A user's kept sequence as the texts read it: per item its last type, time and count, and
-    the distinct items newest first."""
+    """A user's kept sequence as the texts read it (from ``history_stats``): per item its last
+    type and time, and the distinct items newest first."""
 
-    def __init__(self, history: Sequence[Visit]) -> None:
-        self.last: dict[str, tuple[int, float]] = {}
-        self.count: dict[str, int] = {}
-        newest: dict[str, int] = {}
-        for n, (item, code, ts) in enumerate(history):
-            self.last[item] = (code, ts)
-            self.count[item] = self.count.get(item, 0) + 1
-            newest[item] = n
-        # the sequence is in event time: the item whose last event comes latest is the newest
-        self.recent = sorted(newest, key=newest.__getitem__, reverse=True)
+    def __init__(self, stats: Mapping[str, HistoryStat]) -> None:
+        self.stats = stats
+        self.last = {item: (code, ts) for item, (_, ts, _, code) in stats.items()}
+        self.recent = list(stats)
 
     def repeat_text(self, item: str, now: float) -> str:
         code, ts = self.last[item]
-        n = self.count[item]
+        n = sum(self.stats[item][2])
         ago = _ago(now - ts)
         if n > 1:
             return f"You {VERBS[code]} it {n} times, last {ago}"
