@@ -4,6 +4,9 @@ one model and the same users (``Recommender.recommend``, the worker's call, no K
   model retrieval alone (a checkpoint without ranker)  vs  retrieval + candidates + ranker
       vs  the same with each item's reason ("why", recs.explain: as served)
       vs  the heuristic lists (no model), without and with reasons
+  and, for the lists as served, two baselines of the serving path's own costs: the candidate
+  rows built one at a time (``candidates_reference``, what the batched builder replaced) and
+  Python's garbage-collector defaults (the worker freezes its long-lived state: streams/collector)
 
 Each timed batch gives every user one new event (an encoder cache hit: the steady state), so
 the difference between the first two rows is what the ranker adds to a list, and the next row
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
 import random
 import statistics
 import time
@@ -30,8 +34,15 @@ from encoders.item_features import ItemFeaturizer
 from encoders.model import EncoderConfig, StreamRecModel
 from streamrec.events.schema import EVENT_TYPES, Event, Item
 from streamrec.features.user_state import FeatureLimits, UserState
+from streamrec.recommend import engine
+from streamrec.recommend.candidates import build_candidates
+from streamrec.recommend.candidates_reference import build_candidates_reference
 from streamrec.recommend.engine import Job, Recommender
 from streamrec.settings import load_settings
+from streams.collector import Collector
+
+REFERENCE_ROWS = "as served, candidate rows built one at a time (reference builder)"
+DEFAULT_GC = "as served, Python's collector defaults (no freeze, young generation 700)"
 
 
 def make_model(n_items: int, seed: int = 0) -> TrainedModel:
@@ -78,15 +89,25 @@ def main() -> None:
         ]
         for b, u in enumerate(users)
     ]
+    served = "retrieval + candidates + ranker + reasons (as served)"
     systems = {
         "model retrieval alone": (base, False),
         "retrieval + candidates + ranker": (ranked, False),
-        "retrieval + candidates + ranker + reasons (as served)": (ranked, True),
+        served: (ranked, True),
+        # the same lists, with the candidate rows built one at a time (the reference builder)
+        REFERENCE_ROWS: (ranked, True),
+        # the same lists with Python's collector defaults (no freeze, young generation at 700)
+        DEFAULT_GC: (ranked, True),
         "heuristic (no model)": (None, False),
         "heuristic + reasons": (None, True),
     }
     results: dict[str, list[float]] = {}
+    collector = Collector(settings.app.gc_young_objects)  # as the worker runs
+    worker_gc = gc.get_threshold()
     for name, (model, explain) in tqdm(systems.items(), desc="systems"):
+        engine.build_candidates = (
+            build_candidates_reference if name == REFERENCE_ROWS else build_candidates
+        )
         s = settings.replace(recs={"explain": explain})
         rec = Recommender(s, model)
         rec.upsert_items(catalog)
@@ -106,6 +127,12 @@ def main() -> None:
         for n in range(args.history):  # warm the state; the last batch fills the cache
             jobs = step(n)
         rec.recommend(jobs)
+        if name == DEFAULT_GC:
+            gc.unfreeze()
+            gc.set_threshold(700, *worker_gc[1:])
+        else:
+            gc.set_threshold(*worker_gc)
+            collector.refreeze()  # the worker freezes its long-lived state once it is built
         times = []
         for r in range(args.repeats):
             jobs = step(args.history + r)
@@ -114,16 +141,21 @@ def main() -> None:
             times.append(time.perf_counter() - t0)
         results[name] = [t / args.users * 1e6 for t in times]
         rec.catalog.retriever.close()
+        gc.unfreeze()
     ref = statistics.median(results["model retrieval alone"])
     print(
         f"\n{args.items:,} items, {args.users} users per batch, {args.history}-event histories, "
         f"exact retrieval, 1 thread; µs per list, median (min-max) of {args.repeats}\n"
     )
-    print("| lists | µs per list | vs retrieval alone |")
-    print("|---|---:|---:|")
+    as_served = statistics.median(results[served])
+    print("| lists | µs per list | vs retrieval alone | vs as served |")
+    print("|---|---:|---:|---:|")
     for name, us in results.items():
         med = statistics.median(us)
-        print(f"| {name} | {med:,.0f} ({min(us):,.0f}–{max(us):,.0f}) | {med / ref:.2f}× |")
+        print(
+            f"| {name} | {med:,.0f} ({min(us):,.0f}–{max(us):,.0f}) | {med / ref:.2f}× "
+            f"| {med / as_served:.2f}× |"
+        )
 
 
 if __name__ == "__main__":

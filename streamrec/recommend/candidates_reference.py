@@ -33,6 +33,7 @@ def build_candidates_reference(
     popular: Sequence[tuple[str, float]],
     model_lists: Sequence[Sequence[tuple[str, float]]] | None = None,
     listable: Callable[[str], bool] | None = None,
+    stats: Sequence[Mapping[str, HistoryStat]] | None = None,
 ) -> CandidateBatch:
     batch = CandidateBatch()
     rows: list[list[float]] = []
@@ -44,26 +45,26 @@ def build_candidates_reference(
         math.log1p(cfg.covisit + 1),
     )
     for b, ctx in enumerate(contexts):
-        stats = history_stats(ctx.history)
-        recent = list(stats)  # the stats are keyed newest first: the recent items
+        stats_b = history_stats(ctx.history) if stats is None else stats[b]
+        recent = list(stats_b)  # the stats are keyed newest first: the recent items
         block = _UserBlock(batch, rows, b, ctx, cfg, listable)
         for item in recent[: cfg.recent]:
-            block.add(item, "recent", stats, pop_score, pop_top, sentinels)
+            block.add(item, "recent", stats_b, pop_score, pop_top, sentinels)
         if covisit is not None:
             neighbours = covisit.for_user(recent, cfg.covisit)
             ranked = sorted(neighbours.items(), key=lambda kv: -kv[1])
             for rank, (item, score) in enumerate(ranked):
-                row = block.add(item, "covisit", stats, pop_score, pop_top, sentinels)
+                row = block.add(item, "covisit", stats_b, pop_score, pop_top, sentinels)
                 if row is not None:
                     row[F["covisit"]] = score
                     row[F["covisit_rank"]] = math.log1p(rank)
         if model_lists is not None:
             for rank, (item, _) in enumerate(model_lists[b][: cfg.model]):
-                row = block.add(item, "model", stats, pop_score, pop_top, sentinels)
+                row = block.add(item, "model", stats_b, pop_score, pop_top, sentinels)
                 if row is not None:
                     row[F["model_rank"]] = math.log1p(rank)
         for item, _ in popular[: cfg.popular]:
-            block.add(item, "popular", stats, pop_score, pop_top, sentinels)
+            block.add(item, "popular", stats_b, pop_score, pop_top, sentinels)
         batch.offsets.append(len(batch.item_ids))
     if rows:
         batch.features = np.asarray(rows, dtype=np.float32)
