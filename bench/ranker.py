@@ -4,9 +4,8 @@ one model and the same users (``Recommender.recommend``, the worker's call, no K
   model retrieval alone (a checkpoint without ranker)  vs  retrieval + candidates + ranker
       vs  the same with each item's reason ("why", recs.explain: as served)
       vs  the heuristic lists (no model), without and with reasons
-  and, for the lists as served, two baselines of the serving path's own costs: the candidate
-  rows built one at a time (``candidates_reference``, what the batched builder replaced) and
-  Python's garbage-collector defaults (the worker freezes its long-lived state: streams/collector)
+  and the lists as served under Python's garbage-collector defaults (the worker freezes its
+  long-lived state and collects its youngest objects less often: streams/collector)
 
 Each timed batch gives every user one new event (an encoder cache hit: the steady state), so
 the difference between the first two rows is what the ranker adds to a list, and the next row
@@ -34,14 +33,10 @@ from encoders.item_features import ItemFeaturizer
 from encoders.model import EncoderConfig, StreamRecModel
 from streamrec.events.schema import EVENT_TYPES, Event, Item
 from streamrec.features.user_state import FeatureLimits, UserState
-from streamrec.recommend import engine
-from streamrec.recommend.candidates import build_candidates
-from streamrec.recommend.candidates_reference import build_candidates_reference
 from streamrec.recommend.engine import Job, Recommender
 from streamrec.settings import load_settings
 from streams.collector import Collector
 
-REFERENCE_ROWS = "as served, candidate rows built one at a time (reference builder)"
 DEFAULT_GC = "as served, Python's collector defaults (no freeze, young generation 700)"
 
 
@@ -94,8 +89,6 @@ def main() -> None:
         "model retrieval alone": (base, False),
         "retrieval + candidates + ranker": (ranked, False),
         served: (ranked, True),
-        # the same lists, with the candidate rows built one at a time (the reference builder)
-        REFERENCE_ROWS: (ranked, True),
         # the same lists with Python's collector defaults (no freeze, young generation at 700)
         DEFAULT_GC: (ranked, True),
         "heuristic (no model)": (None, False),
@@ -105,9 +98,6 @@ def main() -> None:
     collector = Collector(settings.app.gc_young_objects)  # as the worker runs
     worker_gc = gc.get_threshold()
     for name, (model, explain) in tqdm(systems.items(), desc="systems"):
-        engine.build_candidates = (
-            build_candidates_reference if name == REFERENCE_ROWS else build_candidates
-        )
         s = settings.replace(recs={"explain": explain})
         rec = Recommender(s, model)
         rec.upsert_items(catalog)

@@ -120,10 +120,8 @@ class CandidateBatch:
 def absent_row(cfg: CandidateConfig) -> np.ndarray:
     """The feature row of an item no source knows anything about: what each feature holds
     without its signal (explanations occlude feature groups with it)."""
-    none_model, _, none_covisit = _sentinels(cfg)
-    return _feature_rows(cfg, [None], [0.0], [(0.0, none_covisit)], [none_model], [math.nan], 0.0)[
-        0
-    ]
+    row = _base_row("", {}, 0.0, {}, 0.0, _sentinels(cfg))
+    return np.asarray(row, dtype=np.float32)
 
 
 def _sentinels(cfg: CandidateConfig) -> tuple[float, float, float]:
@@ -144,126 +142,80 @@ def build_candidates(
     as (item, log2 score), best first; ``model_lists`` the model's retrieval per user (best
     first), or None without a model; ``listable`` says whether an item may be listed at all
     (available in the catalog); ``stats`` each user's ``history_stats`` when the caller has
-    them. Model scores are set afterwards (``set_model_scores``) for every row, from whichever
-    source it came.
-
-    This runs for every list served: items are gathered per user in plain dicts and the feature
-    rows computed for the whole batch at once in numpy (``candidates_reference`` builds the same
-    rows one at a time, and a test holds the two equal)."""
+    them (the reasons read them too). Model scores are set afterwards (``set_model_scores``)
+    for every row, from whichever source it came."""
     batch = CandidateBatch()
-    none_model, _, none_covisit = _sentinels(cfg)
-    pop_items = [i for i, _ in popular[: cfg.popular]]
-    # per row, in the order the rows are made
-    stats_of: list[HistoryStat | None] = []
-    nows: list[float] = []
-    covisit_col: list[tuple[float, float]] = []
-    model_rank: list[float] = []
-    absent = (0.0, none_covisit)
+    rows: list[list[float]] = []
+    pop_top = popular[0][1] if popular else 0.0
+    pop_score = {i: s for i, s in popular}
+    sentinels = _sentinels(cfg)
     for b, ctx in enumerate(contexts):
         hist = history_stats(ctx.history) if stats is None else stats[b]
-        banned = ctx.excluded | (ctx.purchased if cfg.exclude_purchased else frozenset())
-        bits: dict[str, int] = {}  # item -> source bits, in the order the sources added them
-        admit = _Admit(bits, banned, listable)
-
-        recent = list(hist)  # keyed newest first: the recent items
+        recent = list(hist)  # the stats are keyed newest first: the recent items
+        block = _UserBlock(batch, rows, b, ctx, cfg, listable, hist, pop_score, pop_top)
         for item in recent[: cfg.recent]:
-            admit(item, _RECENT)
-        cv: dict[str, tuple[float, float]] = {}
+            block.add(item, "recent", sentinels)
         if covisit is not None:
             neighbours = covisit.for_user(recent, cfg.covisit)
             ranked = sorted(neighbours.items(), key=lambda kv: -kv[1])
             for rank, (item, score) in enumerate(ranked):
-                if admit(item, _COVISIT):
-                    cv[item] = (score, math.log1p(rank))
-        ranks: dict[str, float] = {}
+                row = block.add(item, "covisit", sentinels)
+                if row is not None:
+                    row[F["covisit"]] = score
+                    row[F["covisit_rank"]] = math.log1p(rank)
         if model_lists is not None:
             for rank, (item, _) in enumerate(model_lists[b][: cfg.model]):
-                if admit(item, _MODEL):
-                    ranks[item] = math.log1p(rank)
-        for item in pop_items:
-            admit(item, _POPULAR)
-        items = list(bits)
-        batch.item_ids += items
-        batch.users += [b] * len(items)
-        batch.sources += bits.values()
+                row = block.add(item, "model", sentinels)
+                if row is not None:
+                    row[F["model_rank"]] = math.log1p(rank)
+        for item, _ in popular[: cfg.popular]:
+            block.add(item, "popular", sentinels)
         batch.offsets.append(len(batch.item_ids))
-        stats_of += map(hist.get, items)
-        nows += [ctx.now] * len(items)
-        covisit_col += [cv.get(i, absent) for i in items]
-        model_rank += [ranks.get(i, none_model) for i in items]
-    pop_score = dict(popular)
-    pop_top = popular[0][1] if popular else 0.0
-    pop = [pop_score.get(i, math.nan) for i in batch.item_ids]
-    batch.features = _feature_rows(cfg, stats_of, nows, covisit_col, model_rank, pop, pop_top)
+    if rows:
+        batch.features = np.asarray(rows, dtype=np.float32)
     return batch
 
 
-class _Admit:
-    """Whether an item proposed by a source is (now) one of the user's candidates: each item is
-    checked once (not bought or excluded, listable), and gathers the bits of every source."""
-
-    __slots__ = ("banned", "bits", "listable")
+class _UserBlock:
+    """One user's candidates while they are collected: each item once, with the bits of every
+    source that proposed it."""
 
     def __init__(
         self,
-        bits: dict[str, int],
-        banned: frozenset[str],
+        batch: CandidateBatch,
+        rows: list[list[float]],
+        user: int,
+        ctx: UserContext,
+        cfg: CandidateConfig,
         listable: Callable[[str], bool] | None,
+        stats: Mapping[str, HistoryStat],
+        pop_score: Mapping[str, float],
+        pop_top: float,
     ) -> None:
-        self.bits, self.banned, self.listable = bits, banned, listable
+        self.batch, self.rows, self.user, self.now = batch, rows, user, ctx.now
+        self.stats, self.pop_score, self.pop_top = stats, pop_score, pop_top
+        self.start = len(batch.item_ids)
+        self.chosen: dict[str, int] = {}
+        self.banned = ctx.excluded | (ctx.purchased if cfg.exclude_purchased else frozenset())
+        self.listable = listable
 
-    def __call__(self, item: str, bit: int) -> bool:
-        bits = self.bits
-        had = bits.get(item)
-        if had is not None:
-            bits[item] = had | bit
-            return True
+    def add(
+        self, item: str, source: str, sentinels: tuple[float, float, float]
+    ) -> list[float] | None:
+        """The item's feature row (new or already there), or None when it may not be listed."""
+        at = self.chosen.get(item)
+        if at is not None:
+            self.batch.sources[at] |= SOURCE_BITS[source]
+            return self.rows[at]
         if item in self.banned or (self.listable is not None and not self.listable(item)):
-            return False
-        bits[item] = bit
-        return True
-
-
-def _feature_rows(
-    cfg: CandidateConfig,
-    stats_of: Sequence[HistoryStat | None],
-    nows: Sequence[float],
-    covisit_col: Sequence[tuple[float, float]],
-    model_rank: Sequence[float],
-    pop: Sequence[float],
-    pop_top: float,
-) -> np.ndarray:
-    """The feature rows (``FEATURES``) from what the sources and the user's history say of each
-    candidate: its history stats (None: never touched), the list's time, (co-visitation score,
-    log1p rank), log1p model rank and log2 popularity (nan: not in the popular head)."""
-    n = len(stats_of)
-    f = np.zeros((n, N_FEATURES), np.float32)
-    if not n:
-        return f
-    _, none_recent, _ = _sentinels(cfg)
-    f[:, _M_RANK] = model_rank
-    cvs = np.asarray(covisit_col, dtype=np.float64).reshape(n, 2)
-    f[:, _CV], f[:, _CV_RANK] = cvs[:, 0], cvs[:, 1]
-    p = np.asarray(pop, dtype=np.float64)
-    f[:, _POP] = np.where(np.isnan(p), -1.0, np.maximum(-20.0, p - pop_top) / 20.0)
-    seen = [k for k, st in enumerate(stats_of) if st is not None]
-    f[:, _REC_RANK] = none_recent
-    f[:, _AGE] = AGE_NONE
-    if seen:
-        # (recency rank, last ts, browse, click, purchase, last type) per touched candidate
-        h = np.asarray(
-            [(st[0], st[1], *st[2], st[3]) for st in stats_of if st is not None],
-            dtype=np.float64,
-        )
-        now = np.asarray(nows, dtype=np.float64)[seen]
-        f[seen, _IN_HIST] = 1.0
-        f[seen, _REC_RANK] = np.minimum(np.log1p(h[:, 0]), none_recent)
-        f[seen, _AGE] = np.log1p(np.maximum(0.0, now - h[:, 1])) / 10
-        f[seen, _N_BROWSE] = np.log1p(h[:, 2])
-        f[seen, _N_CLICK] = np.log1p(h[:, 3])
-        f[seen, _N_PURCHASE] = np.log1p(h[:, 4])
-        f[seen, _LAST_TYPE] = h[:, 5] + 1.0
-    return f
+            return None
+        at = self.chosen[item] = len(self.batch.item_ids)
+        self.batch.item_ids.append(item)
+        self.batch.users.append(self.user)
+        self.batch.sources.append(SOURCE_BITS[source])
+        row = _base_row(item, self.stats, self.now, self.pop_score, self.pop_top, sentinels)
+        self.rows.append(row)
+        return row
 
 
 def history_stats(history: Sequence[Visit]) -> dict[str, HistoryStat]:
@@ -286,10 +238,38 @@ _M_RANK, _IN_HIST, _REC_RANK, _AGE = F["model_rank"], F["in_history"], F["recenc
 _N_BROWSE, _N_CLICK, _N_PURCHASE, _LAST_TYPE = (
     F["n_browse"], F["n_click"], F["n_purchase"], F["last_type"]
 )  # fmt: skip
-_CV, _CV_RANK, _POP = F["covisit"], F["covisit_rank"], F["popularity"]
-_RECENT, _COVISIT, _MODEL, _POPULAR = (
-    SOURCE_BITS["recent"], SOURCE_BITS["covisit"], SOURCE_BITS["model"], SOURCE_BITS["popular"]
-)  # fmt: skip
+_CV_RANK, _POP = F["covisit_rank"], F["popularity"]
+
+
+def _base_row(
+    item: str,
+    stats: Mapping[str, HistoryStat],
+    now: float,
+    pop_score: Mapping[str, float],
+    pop_top: float,
+    sentinels: tuple[float, float, float],
+) -> list[float]:
+    none_model, none_recent, none_covisit = sentinels
+    st = stats.get(item)
+    pop = pop_score.get(item)
+    row = [0.0] * N_FEATURES
+    row[_M_RANK] = none_model
+    row[_CV_RANK] = none_covisit
+    row[_POP] = -1.0 if pop is None else max(-20.0, pop - pop_top) / 20.0
+    if st is None:
+        row[_REC_RANK] = none_recent
+        row[_AGE] = AGE_NONE
+    else:
+        rank, ts, counts, code = st
+        log1p = math.log1p
+        row[_IN_HIST] = 1.0
+        row[_REC_RANK] = min(log1p(rank), none_recent)
+        row[_AGE] = log1p(max(0.0, now - ts)) / 10
+        row[_N_BROWSE] = log1p(counts[0])
+        row[_N_CLICK] = log1p(counts[1])
+        row[_N_PURCHASE] = log1p(counts[2])
+        row[_LAST_TYPE] = code + 1.0
+    return row
 
 
 def heuristic_scores(batch: CandidateBatch) -> np.ndarray:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import random
 
 import numpy as np
 import pytest
@@ -19,7 +18,6 @@ from streamrec.recommend.candidates import (
     heuristic_scores,
     source_scores,
 )
-from streamrec.recommend.candidates_reference import build_candidates_reference
 
 T = 1.7e9
 HISTORY = [("a", 0, T), ("b", 1, T + 10), ("a", 1, T + 20), ("c", 2, T + 30)]
@@ -68,52 +66,10 @@ def test_heuristic_lists_recent_then_covisitation_then_popularity():
     assert [i for i, s in recent if np.isfinite(s)] == ["c", "a", "b"]
 
 
-@pytest.mark.parametrize("seed", range(5))
-def test_batched_rows_equal_the_reference_built_one_row_at_a_time(seed: int):
-    """build_candidates (dicts per user, features in numpy for the whole batch) against the
-    plain per-row reference, over random histories, co-visitation state, popularity heads,
-    model lists with repeats of history items, purchases, exclusions and unlistable items."""
-    rng = random.Random(seed)
-    items = [f"i{n}" for n in range(60)]
-    cv = CoVisitation()
-    for _ in range(40):
-        cv.observe_sequence(
-            (rng.choice(items), rng.randrange(3), T + 60 * k) for k in range(rng.randrange(2, 12))
-        )
-    cfg = CandidateConfig(
-        recent=rng.choice([3, 30]),
-        covisit=rng.choice([4, 50]),
-        model=rng.choice([5, 50]),
-        popular=rng.choice([2, 20]),
-        exclude_purchased=rng.random() < 0.5,
-    )
-    contexts = []
-    for _ in range(rng.randrange(1, 8)):
-        history = [
-            (rng.choice(items[:25]), rng.randrange(3), T + 30 * k)
-            for k in range(rng.randrange(0, 40))
-        ]
-        bought = frozenset(i for i, c, _ in history if c == 2)
-        excluded = frozenset(rng.sample(items, 2)) if rng.random() < 0.3 else frozenset()
-        contexts.append(UserContext(history, bought, T + 30 * len(history) + 5, excluded))
-    pop_items = rng.sample(items, 25)
-    popular = [(i, 10.0 - 0.7 * n) for n, i in enumerate(pop_items)]
-    model_lists = [[(i, rng.random()) for i in rng.sample(items, 40)] for _ in contexts]
-    unlisted = set(rng.sample(items, 5))
-    for model, listable in ((None, None), (model_lists, lambda i: i not in unlisted)):
-        got = build_candidates(contexts, cfg, cv, popular, model, listable)
-        want = build_candidates_reference(contexts, cfg, cv, popular, model, listable)
-        assert len(got) > 0
-        assert got.item_ids == want.item_ids
-        assert got.users == want.users and got.offsets == want.offsets
-        assert got.sources == want.sources
-        np.testing.assert_allclose(got.features, want.features, rtol=1e-6, atol=1e-6)
-
-
 def test_the_absent_row_is_what_a_candidate_no_source_knows_has():
     cfg = CandidateConfig()
     ctx = UserContext([("a", 0, T)], frozenset(), T + 5)
-    batch = build_candidates_reference([ctx], cfg, None, [("p", 3.0), ("q", 1.0)])
+    batch = build_candidates([ctx], cfg, None, [("p", 3.0), ("q", 1.0)])
     q = batch.features[batch.item_ids.index("q")]  # only popular: no other source knows it
     row = absent_row(cfg)
     assert row[F["popularity"]] == -1.0 and row[F["in_history"]] == 0
