@@ -2,6 +2,12 @@
 latency per user (batches of 1 and of 64), recall@K of the approximate lists against the exact
 ones, and the graph's build time and memory.
 
+Then the inverted-file indexes of faiss beside the serving graph, index search alone (no
+exclusions, no re-scoring; the same fetch of K + 20 per user): the HNSW graph at its calibrated
+breadth, IVF-Flat and IVF-PQ (16-byte codes, the top 4K re-ranked on the full vectors), each
+calibrated the way the graph is (the probe count doubled until recall@K on catalog items
+reaches the target), recall@K measured on the users.
+
 Catalogs: the bench model's item vectors (bench/workload.py) at 10k, 100k and 1M items with user
 vectors from its user tower over sampled sessions, and, with --checkpoint/--dataset, a model
 trained on a public dataset with its real test users (the geometry recall depends on).
@@ -14,11 +20,14 @@ Run:  .venv/bin/python bench/retrieval.py                               # 10k, 1
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 import time
 from pathlib import Path
 
+import faiss
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -31,7 +40,7 @@ from workload import Sessions, make_items, make_model  # noqa: E402
 
 from encoders.checkpoint import TrainedModel, load_checkpoint  # noqa: E402
 from encoders.evaluate import encode_history, leave_one_out, user_vectors  # noqa: E402
-from streamrec.retrieve.hnsw import HnswParams  # noqa: E402
+from streamrec.retrieve.hnsw import HnswParams, exact_top  # noqa: E402
 from streamrec.retrieve.index import ItemIndex  # noqa: E402
 from streamrec.retrieve.retriever import RetrievalConfig, Retriever, recall_at_k  # noqa: E402
 
@@ -88,7 +97,98 @@ def compare(
             f"| {name} | {vectors.shape[0]:,} | {b} | {e_t} | {a_t} | {e_m / a_m:.1f}x | "
             f"{recall:.4f} | {retriever.stats.ef_search} | {build_s:.1f} | {graph_mb:.0f} |"
         )
+    if args.ivf:
+        assert retriever._graph is not None
+        IVF_ROWS.extend(compare_ivf(name, vectors, users, retriever._graph, build_s, args))
     retriever.close()
+    return rows
+
+
+IVF_ROWS: list[str] = []
+
+
+def compare_ivf(
+    name: str,
+    vectors: torch.Tensor,
+    users: torch.Tensor,
+    graph: object,
+    graph_build_s: float,
+    args: argparse.Namespace,
+) -> list[str]:
+    """Index search alone, batches of 64: the calibrated HNSW graph vs IVF-Flat vs IVF-PQ."""
+    from streamrec.retrieve.hnsw import HnswGraph
+
+    assert isinstance(graph, HnswGraph)
+    x = np.ascontiguousarray(vectors.numpy(), dtype=np.float32)
+    q = np.ascontiguousarray(users.numpy(), dtype=np.float32)
+    k, fetch, n = args.k, args.k + 20, x.shape[0]
+    truth_users = exact_top(x, q, k)
+    rng = np.random.default_rng(0)
+    calib = x[rng.choice(n, 256, replace=False)]
+    truth_calib = exact_top(x, calib, k)
+    nlist = args.nlist or int(4 * math.sqrt(n))
+
+    def recall(found: np.ndarray, truth: np.ndarray) -> float:
+        return float(
+            np.mean([len(set(f) & set(t)) / len(t) for f, t in zip(found, truth, strict=True)])
+        )
+
+    def ivf(spec: str) -> tuple[faiss.Index, float]:
+        t0 = time.perf_counter()
+        index = faiss.index_factory(x.shape[1], spec, faiss.METRIC_INNER_PRODUCT)
+        index.train(x)
+        index.add(x)
+        if spec.endswith("RFlat"):
+            faiss.downcast_index(index).k_factor = 4  # re-rank 4x the fetch on full vectors
+        return index, time.perf_counter() - t0
+
+    def set_probes(index: faiss.Index, probes: int) -> None:
+        faiss.ParameterSpace().set_index_parameter(index, "nprobe", probes)
+
+    def calibrate(index: faiss.Index) -> int:
+        probes = 1
+        while True:
+            set_probes(index, probes)
+            if recall(index.search(calib, k)[1], truth_calib) >= args.target_recall:
+                return probes
+            if probes >= nlist:
+                return probes
+            probes = min(2 * probes, nlist)
+
+    faiss.omp_set_num_threads(1)
+    u = q[:64]
+    out = []
+    t = timed(lambda: graph.search(u, fetch), args.repeats)
+    found = graph.search(q, k)
+    out.append(
+        (
+            f"HNSW m={args.m}",
+            f"ef {graph.ef_search}",
+            t,
+            recall(np.asarray(found), truth_users),
+            graph_build_s,
+        )
+    )
+    for spec, label in (
+        (f"IVF{nlist},Flat", "IVF-Flat"),
+        (f"IVF{nlist},PQ16,RFlat", "IVF-PQ 16 B + refine"),
+    ):
+        index, build_s = ivf(spec)
+        probes = calibrate(index)
+        set_probes(index, probes)
+        t = timed(lambda index=index: index.search(u, fetch), args.repeats)
+        found = index.search(q, k)[1]
+        out.append(
+            (f"{label}, {nlist} lists", f"nprobe {probes}", t, recall(found, truth_users), build_s)
+        )
+    base = statistics.median(out[0][2])
+    rows = []
+    for label, breadth, t, rec, build_s in out:
+        ms, _ = fmt_ms(t, 64)
+        rows.append(
+            f"| {name} | {n:,} | {label} | {breadth} | {ms} | {statistics.median(t) / base:.2f}x "
+            f"| {rec:.4f} | {build_s:.1f} |"
+        )
     return rows
 
 
@@ -108,6 +208,11 @@ def main() -> int:
     )
     ap.add_argument("--dataset", action="append", default=[], help="its dataset, same order")
     ap.add_argument("--data-root", default="../shared/data")
+    ap.add_argument(
+        "--ivf", action="store_true", help="also IVF-Flat and IVF-PQ beside the graph's search"
+    )
+    ap.add_argument("--nlist", type=int, default=0, help="IVF lists (default 4 sqrt(items))")
+    ap.add_argument("--target-recall", type=float, default=HnswParams().target_recall)
     ap.add_argument(
         "--untrained-tower",
         action="store_true",
@@ -151,6 +256,16 @@ def main() -> int:
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(r)
+    if IVF_ROWS:
+        print(
+            f"\nindex search alone, batches of 64, fetch {args.k + 20}, 1 thread; each index "
+            f"calibrated on catalog items to recall@{args.k} >= {args.target_recall}; ms per "
+            f"user, median (min-max) of {args.repeats}; recall@{args.k} on the users"
+        )
+        print("\n| vectors | items | index | breadth | ms/user | vs HNSW | recall | build s |")
+        print("|---|---|---|---|---|---|---|---|")
+        for r in IVF_ROWS:
+            print(r)
     return 0
 
 
