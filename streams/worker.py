@@ -416,6 +416,12 @@ class Worker:
             if state.is_last_applied(parsed):
                 # The event applied last, redelivered after a crash: its list may never have
                 # been published, so publish it again (the output topic keeps the latest anyway).
+                # Nor may its changelog record: RocksDB took the write at once, the changelog
+                # only once the producer flushed, and a kill -9 between leaves the local state
+                # ahead of the changelog, which a rebalance or a lost disk restores from. Write
+                # the record again (the whole state: it also carries any earlier unflushed event).
+                with in_event_context(event):
+                    self.users[key] = state.to_bytes()
                 await self.batcher.submit((self.recommender.job(parsed, state), event))
             else:
                 self.acks.ack(event)

@@ -226,12 +226,16 @@ def read_applied(settings: Settings) -> list[tuple[str, int]]:
     from its users-table changelog: each write there is the state after exactly one new event,
     whose digest the state keeps as ``last_applied`` (the sequence itself is in event time)."""
     out: list[tuple[str, int]] = []
+    last: dict[str, int] = {}
     for key, value in read_to_end(settings.kafka_client_config(), changelog_topic(settings)):
         if key is None or not value:
             continue
         state = UserState.from_bytes(value)
-        if state.n_events:
-            out.append((key.decode(), state.last_applied))
+        user = key.decode()
+        # a redelivered last event rewrites the same state (streams.worker: Worker.apply)
+        if state.n_events and last.get(user) != state.last_applied:
+            out.append((user, state.last_applied))
+            last[user] = state.last_applied
     return out
 
 
