@@ -42,7 +42,7 @@ LagOf = Callable[[str, int], Lag]  # (source, partition) -> how far its reading 
 @dataclass(frozen=True, slots=True)
 class MergeConfig:
     lateness_s: float = 0.03
-    behind_wait_s: float = 120.0
+    behind_wait_s: float = 10.0
     max_pending: int = 20_000
 
 
