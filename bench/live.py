@@ -354,6 +354,7 @@ def settings_for(
             "batch_max_behind": max(args.batch_max, args.batch_max_behind),
         },
         retrieval={"method": args.retrieval},
+        ingest={"behind_wait_ms": args.behind_wait_ms},
     )
 
 
@@ -665,6 +666,12 @@ def main() -> int:
         default=2048,
         help="batch size while the worker is behind (recs.batch_max_behind; "
         "= --batch-max turns it off, the behaviour before 2026-12-06 evening)",
+    )
+    ap.add_argument(
+        "--behind-wait-ms",
+        type=float,
+        default=10000.0,
+        help="how long the merge waits for a topic known to be behind (ingest.behind_wait_ms)",
     )
     ap.add_argument("--timeout", type=float, default=900.0, help="per drain, seconds")
     ap.add_argument("--out", default="var/bench/live")
