@@ -180,18 +180,18 @@ def _explain_user(
     for item, kind in zip(items, kinds, strict=True):
         because: tuple[str, ...] = ()
         text = "Popular right now"
-        if kind == REPEAT and history is not None and item in history.last:
+        if kind == REPEAT and history is not None and item in history.stats:
             because = (item,)
             text = history.repeat_text(item, now)
         elif kind == COVISIT and history is not None:
             because = tuple(src for src, _ in parts.get(item, ())[:BECAUSE_MAX])
             if because:
-                verb = VERBS[history.last[because[0]][0]]
+                verb = VERBS[history.last_type(because[0])]
                 text = f"Often {verb} together with {_and(name, because)}"
         elif kind == SIMILAR and history is not None:
             because = closest.get(item, ())
             if because:
-                verb = VERBS[history.last[because[0]][0]]
+                verb = VERBS[history.last_type(because[0])]
                 text = f"Similar to {_and(name, because)}, which you {verb}"
             else:
                 text = "Picked for you from your recent activity"
@@ -202,17 +202,19 @@ def _explain_user(
 
 
 class _HistoryView:
-    """A user's kept sequence as the texts read it (from ``history_stats``): per item its last
-    type and time, and the distinct items newest first."""
+    """A user's kept sequence as the texts read it (``history_stats``: per item its last type,
+    time and counts), and the distinct items newest first."""
 
     def __init__(self, stats: Mapping[str, HistoryStat]) -> None:
         self.stats = stats
-        self.last = {item: (code, ts) for item, (_, ts, _, code) in stats.items()}
         self.recent = list(stats)
 
+    def last_type(self, item: str) -> int:
+        return self.stats[item][3]
+
     def repeat_text(self, item: str, now: float) -> str:
-        code, ts = self.last[item]
-        n = sum(self.stats[item][2])
+        _, ts, counts, code = self.stats[item]
+        n = sum(counts)
         ago = _ago(now - ts)
         if n > 1:
             return f"You {VERBS[code]} it {n} times, last {ago}"
