@@ -134,9 +134,12 @@ def _screenshot(url: str, path: Path, after_s: float) -> threading.Thread:
 
 
 def _wait_processed(worker: WorkerProcess, target: int) -> int:
-    """Wait until the worker has read ``target`` events and published a list; how many it read."""
+    """Wait until the worker has read ``target`` events, finished each (listed or dead-lettered)
+    and published a list; how many it read. Reading is not enough before the live phase: a
+    worker that has read the backfill may still be ranking it, and live events would queue
+    behind that backlog."""
     worker.wait_counter("lists_out", 1)
-    return worker.wait_counter("events_in", target)
+    return worker.wait_done(target)
 
 
 def run_demo(settings: Settings, cfg: DemoConfig) -> int:
@@ -212,8 +215,12 @@ def run_demo(settings: Settings, cfg: DemoConfig) -> int:
             total=len(history),
         )
         worker.wait_healthy()
+        backfill_start = time.monotonic()
         processed = _wait_processed(worker, len(history))
-        print(f"   worker caught up: {processed} events processed")
+        print(
+            f"   worker caught up: {processed} events processed"
+            f" ({time.monotonic() - backfill_start:.1f} s after the backfill was sent)"
+        )
 
         print(
             f"== streaming {len(live)} live events at {cfg.rate:g}/s (+{len(BAD_EVENTS)} malformed ones)"

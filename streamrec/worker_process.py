@@ -178,6 +178,31 @@ class WorkerProcess:
             ),
         )
 
+    def wait_done(self, events: int, timeout_s: float | None = None) -> int:
+        """Wait until the worker has read ``events`` events and finished every one it read
+        (applied and listed, or dead-lettered): caught up, not just read up. Returns the count
+        read."""
+        timeout_s = self.wait_s if timeout_s is None else timeout_s
+
+        def done() -> int | None:
+            _, body = self.health()
+            if not isinstance(body, dict) or "metrics" not in body:
+                return None
+            read = int(body["metrics"]["counters"].get("events_in", 0))
+            return read if read >= events and body.get("events_pending") == 0 else None
+
+        return wait_until(
+            done,
+            timeout_s=timeout_s,
+            what=f"{self.name}: {events} events read and done",
+            poll_s=0.1,
+            abort=self.check_alive,
+            on_timeout=lambda: WorkerFailed(
+                f"{self.name}: not done with {events} events after {timeout_s:g} s: "
+                f"{self.health()[1]}\n{self.log_tail()}"
+            ),
+        )
+
     def wait_exit(self, timeout_s: float | None = None) -> int:
         """Wait for the process to end by itself; its exit code."""
         assert self.proc is not None

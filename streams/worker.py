@@ -673,6 +673,9 @@ class Worker:
                         "catalog_items": len(worker.recommender.catalog.index),
                         "popularity_items": len(worker.recommender.popularity),
                         "partitions": worker.event_partitions(),
+                        # read and not yet done (applied and listed, or dead-lettered): 0 with
+                        # events_in at the sent count means the worker has caught up
+                        "events_pending": len(worker.acks),
                         "metrics": worker.metrics.snapshot(),
                     },
                     status=200 if ready else 503,
