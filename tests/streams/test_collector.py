@@ -58,4 +58,6 @@ def test_refreeze_collects_cyclic_garbage_even_when_it_was_frozen_before():
         gc.enable()
     g = c.gauges()
     assert g["gc_refreezes"] == 3
+    # the count taken at the last freeze (a scrape must not walk the frozen list)
+    assert g["gc_frozen_objects"] == gc.get_freeze_count() > 0
     assert g["gc_collections_gen2"] >= 4 and g["gc_seconds_gen2"] > 0
