@@ -84,12 +84,14 @@ def produce(
     n: int,
     rate: float,
     done: Any,
+    linger_ms: int = 0,
 ) -> None:
     """Send ``n`` session events, flat out (rate 0) or paced at ``rate`` per second; each event's
-    ``ts`` is stamped just before its send. Reports (events, seconds, per-user final event ids)."""
+    ``ts`` is stamped just before its send, so a paced producer's ``linger_ms`` counts in the
+    latency. Reports (events, seconds, per-user final event ids)."""
     s = _settings(env)
     topics = s.topics.event_topics()
-    producer = _producer(s, linger_ms=20 if rate == 0 else 0)
+    producer = _producer(s, linger_ms=20 if rate == 0 else linger_ms)
     events = Sessions(items, users, seed=seed).events(prefix)
     last: dict[str, str] = {}
     t0 = time.perf_counter()
@@ -114,8 +116,8 @@ def collect(env: dict[str, str], topic: str, out: Any, stop: Any) -> None:
 
     s = _settings(env)
     consumer = KafkaConsumer(
-        **s.kafka_client_config(), group_id=None, fetch_max_wait_ms=5, max_poll_records=2000
-    )
+        **s.kafka_client_config(), group_id=None, max_poll_records=2000
+    )  # the default fetch wait adds no latency (see streamrec/demo.py's reader) and no load
     deadline = time.monotonic() + 60
     while not (found := consumer.partitions_for_topic(topic)):
         # a topic created a moment ago may not be in this client's metadata yet
@@ -283,6 +285,7 @@ def rate_phase(
     p = ctx.Process(
         target=produce,
         args=(env, load["items"], load["users"], load["seed"] + 1, prefix, n, load["rate"], q),
+        kwargs={"linger_ms": load["linger_ms"]},
     )
     p.start()
     sent, _, _ = q.get()
@@ -622,7 +625,10 @@ def summary_table(
     reps: list[Repeat], args: argparse.Namespace, pct: Any, ratio: list[float]
 ) -> None:
     """Fixed row names, one per line, for scripts as well as people."""
-    print(f"\nSUMMARY (median of {len(reps)} repeats; latency at {args.rate:,.0f} events/s)")
+    print(
+        f"\nSUMMARY (median of {len(reps)} repeats; latency at {args.rate:,.0f} events/s,"
+        f" producer linger {args.linger_ms} ms)"
+    )
     print(f"{'row':<18} {'floor':>12} {'streamrec':>12}")
     drain_f = [r.drain["pass-through"] for r in reps]
     drain_s = [r.drain["streamrec"] for r in reps]
@@ -654,6 +660,15 @@ def main() -> int:
     ap.add_argument("--backlog", type=int, default=100_000, help="events drained flat out")
     ap.add_argument("--rate", type=float, default=1000.0, help="events/s of the fixed-rate phase")
     ap.add_argument("--seconds", type=float, default=30.0, help="length of the fixed-rate phase")
+    ap.add_argument(
+        "--linger-ms",
+        type=int,
+        default=5,
+        help="the fixed-rate producer's linger (counted in the latency: events are stamped "
+        "before it). With 0 every event is its own produce request, and kafka-python spends "
+        "74-84%% of a core on it at 1,000/s on this 2-core machine (32-35%% with 5), taken "
+        "from the apps measured; runs before 2026-12-07 night used 0",
+    )
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--partitions", type=int, default=4)
     ap.add_argument("--retrieval", default="auto", choices=("auto", "exact", "hnsw"))
@@ -740,6 +755,7 @@ def main() -> int:
             "seed": 7,
             "rate": args.rate,
             "seconds": args.seconds,
+            "linger_ms": args.linger_ms,
         }
         reps: list[Repeat] = []
         for r in tqdm(range(args.repeats), desc="repeats", file=sys.stderr):
