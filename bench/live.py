@@ -391,10 +391,20 @@ def one_repeat(
     worker = App("streamrec", live_s, [py, "-m", "streamrec", "worker"], out / f"live-{r}.log")
 
     def drained(recs: list[tuple[float, str, float]]) -> bool:
-        # Every event taken in, and every list published so far arrived. (The per-user last
-        # event is no marker: a user's events span three topics, read in no fixed order.)
-        c = counters(worker)
-        return c.get("events_in", 0) >= sent and len(recs) >= c.get("lists_out", 0) > 0
+        # Every event taken in and done (events_pending: read but not yet listed counts, or
+        # the drain would end while the merge and the batcher still hold up to a batch of
+        # them), and every list published so far arrived. (The per-user last event is no
+        # marker: a user's events span three topics, read in no fixed order.)
+        body = worker.get("/health/")
+        if not body:
+            return False
+        health = orjson.loads(body)
+        c = health["metrics"]["counters"]
+        return (
+            c.get("events_in", 0) >= sent
+            and health.get("events_pending") == 0
+            and len(recs) >= c.get("lists_out", 0) > 0
+        )
 
     spy = None
     if args.profile and r == 0:
@@ -471,9 +481,17 @@ def one_repeat(
             workers.append(App(f"{name} #{w + 1}", s, cmd, out / f"{tag}-{r}-{w}.log"))
 
         def group_drained(recs: list[tuple[float, str, float]]) -> bool:
-            c = [counters(w) for w in workers]
+            bodies = [w.get("/health/") for w in workers]
+            if not all(bodies):
+                return False
+            health = [orjson.loads(b) for b in bodies]
+            c = [h["metrics"]["counters"] for h in health]
             lists = sum(x.get("lists_out", 0) for x in c)
-            return sum(x.get("events_in", 0) for x in c) >= sent and len(recs) >= lists > 0
+            return (
+                sum(x.get("events_in", 0) for x in c) >= sent
+                and all(h.get("events_pending") == 0 for h in health)
+                and len(recs) >= lists > 0
+            )
 
         seconds = drain(workers, col, group_drained, args.timeout)
         rep.drain[name] = sent / seconds
