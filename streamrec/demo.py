@@ -24,7 +24,7 @@ from kafka import KafkaConsumer, KafkaProducer
 from streamrec.dashboard.process import DashboardProcess
 from streamrec.eventlog import write_events, write_items
 from streamrec.generate import GeneratorConfig, generate
-from streamrec.kafka import broker
+from streamrec.kafka import broker, groups
 from streamrec.replay import replay
 from streamrec.settings import Settings
 from streamrec.train import train_from_files
@@ -135,13 +135,22 @@ def _screenshot(url: str, path: Path, after_s: float) -> threading.Thread:
     return thread
 
 
-def _wait_processed(worker: WorkerProcess, target: int) -> int:
-    """Wait until the worker has read ``target`` events, finished each (listed or dead-lettered)
-    and published a list; how many it read. Reading is not enough before the live phase: a
-    worker that has read the backfill may still be ranking it, and live events would queue
-    behind that backlog."""
+def _wait_processed(worker: WorkerProcess, s: Settings, target: int) -> int:
+    """Wait until the worker has read ``target`` events, published a list, and committed the
+    offsets of every event sent (each listed or dead-lettered, and flushed); how many it read.
+    Reading is not enough before the live phase: a worker that has read the backfill may still
+    be ranking it or flushing its state, and the live events would queue behind that."""
     worker.wait_counter("lists_out", 1)
-    return worker.wait_done(target)
+    read = worker.wait_counter("events_in", target)
+    groups.wait_for(
+        s.kafka_client_config(),
+        s.app.id,
+        s.topics.event_topics().values(),
+        timeout_s=worker.wait_s,
+        poll_s=0.2,
+        alive=worker.alive,
+    )
+    return read
 
 
 def run_demo(settings: Settings, cfg: DemoConfig) -> int:
@@ -218,7 +227,7 @@ def run_demo(settings: Settings, cfg: DemoConfig) -> int:
         )
         worker.wait_healthy()
         backfill_start = time.monotonic()
-        processed = _wait_processed(worker, len(history))
+        processed = _wait_processed(worker, s, len(history))
         print(
             f"   worker caught up: {processed} events processed"
             f" ({time.monotonic() - backfill_start:.1f} s after the backfill was sent)"
@@ -245,7 +254,7 @@ def run_demo(settings: Settings, cfg: DemoConfig) -> int:
             retime=True,
             total=len(live),
         )
-        processed = _wait_processed(worker, len(history) + len(live) + len(BAD_EVENTS))
+        processed = _wait_processed(worker, s, len(history) + len(live) + len(BAD_EVENTS))
         time.sleep(1.0)
         collector.stop()
         health = worker.health()[1] or {}
