@@ -94,6 +94,10 @@ def produce(
     producer = _producer(s, linger_ms=20 if rate == 0 else linger_ms)
     events = Sessions(items, users, seed=seed).events(prefix)
     last: dict[str, str] = {}
+    for topic in topics.values():
+        # kafka-python's first send to a topic blocks ~100 ms on metadata after the stamp
+        # (streamrec.replay._warm_up): fetch it before the clock starts
+        producer.partitions_for(topic)
     t0 = time.perf_counter()
     for i in range(n):
         if rate:

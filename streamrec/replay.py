@@ -65,6 +65,8 @@ class ProducerLike(Protocol):
 
     def send(self, topic: str, value: Any = None, key: Any = None) -> Any: ...
 
+    def partitions_for(self, topic: str) -> Any: ...
+
     def flush(self, timeout: float | None = None) -> None: ...
 
     def close(self, timeout: float | None = None) -> None: ...
@@ -185,6 +187,19 @@ def skip_delivered(
             f"{expected!r}: is it the same source and order?"
         )
     return it
+
+
+def _warm_up(producer: ProducerLike, topics: Iterable[str]) -> None:
+    """Fetch each event topic's metadata before a paced replay's clock starts. kafka-python's
+    first send to a topic blocks on a metadata refresh (~100 ms each here) after the event was
+    stamped: the first event of each topic would show it as event -> list latency downstream,
+    and the pacer would then burst to catch up. A topic that does not exist fails its sends
+    later as before (this waits up to the producer's ``max_block_ms`` for it)."""
+    for topic in dict.fromkeys(topics):
+        try:
+            producer.partitions_for(topic)
+        except Exception as exc:  # kafka-python's KafkaTimeoutError, or the broker's refusal
+            log.warning("replay: no metadata for topic %s: %r", topic, exc)
 
 
 def stamp_for_replay(event: Mapping[str, Any], now: float | None = None) -> dict[str, Any]:
@@ -345,6 +360,9 @@ def replay(
             # Consumers should know an item before the first event that mentions it.
             producer.flush()
             check()
+
+        if pacer is not None:
+            _warm_up(producer, topic_of.values())
 
         bar = tqdm(
             total=total,

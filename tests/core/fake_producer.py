@@ -34,6 +34,7 @@ class FakeProducer:
         self.sent: list[tuple[str, bytes, dict[str, Any]]] = []
         self.flushes: list[int] = []
         self.closed = False
+        self.metadata: list[tuple[str, int]] = []  # (topic, records sent before the request)
         self._fail_at = fail_at
         self._interrupt_at = interrupt_at
 
@@ -43,6 +44,10 @@ class FakeProducer:
             raise KeyboardInterrupt
         self.sent.append((topic, key, orjson.loads(value)))
         return FakeFuture(RuntimeError(f"record {n} lost") if n == self._fail_at else None)
+
+    def partitions_for(self, topic: str) -> set[int]:
+        self.metadata.append((topic, len(self.sent)))
+        return {0}
 
     def flush(self, timeout: float | None = None) -> None:
         self.flushes.append(len(self.sent))

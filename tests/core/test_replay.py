@@ -101,6 +101,14 @@ def test_retime_stamps_the_send_time_but_paces_by_the_original(
         2_000_001_003.0,
     ]
     assert p.config["linger_ms"] == 0  # paced: send at once
+    # every event topic's metadata asked for before the first (stamped) event is sent
+    assert p.metadata == [(topic, 0) for topic in TOPICS.values()]
+
+
+def test_flat_out_replay_does_not_wait_for_metadata_first() -> None:
+    p = FakeProducer()
+    run(events(4), p)
+    assert p.metadata == []  # the sends themselves fetch it; no clock to protect
 
 
 def test_rate_and_time_scale_exclude_each_other() -> None:
