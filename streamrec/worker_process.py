@@ -14,7 +14,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -160,46 +160,44 @@ class WorkerProcess:
 
     def wait_counter(self, name: str, at_least: int, timeout_s: float | None = None) -> int:
         """Wait until the /metrics/ counter ``name`` reaches ``at_least``; returns its value."""
-        timeout_s = self.wait_s if timeout_s is None else timeout_s
 
-        def reached() -> int | None:
-            value = self.counters().get(name, 0)
+        def reached(body: dict[str, Any]) -> int | None:
+            value = int(body["metrics"]["counters"].get(name, 0))
             return value if value >= at_least else None
 
-        return wait_until(
-            reached,
-            timeout_s=timeout_s,
-            what=f"{self.name}: {name} >= {at_least}",
-            poll_s=0.1,
-            abort=self.check_alive,
-            on_timeout=lambda: WorkerFailed(
-                f"{self.name}: {name} < {at_least} after {timeout_s:g} s: {self.counters()}\n"
-                f"{self.log_tail()}"
-            ),
-        )
+        return self._wait_on_health(reached, f"{name} >= {at_least}", timeout_s)
 
     def wait_done(self, events: int, timeout_s: float | None = None) -> int:
         """Wait until the worker has read ``events`` events and finished every one it read
         (applied and listed, or dead-lettered): caught up, not just read up. Returns the count
         read."""
-        timeout_s = self.wait_s if timeout_s is None else timeout_s
 
-        def done() -> int | None:
-            _, body = self.health()
-            if not isinstance(body, dict) or "metrics" not in body:
-                return None
+        def done(body: dict[str, Any]) -> int | None:
             read = int(body["metrics"]["counters"].get("events_in", 0))
             return read if read >= events and body.get("events_pending") == 0 else None
 
+        return self._wait_on_health(done, f"{events} events read and done", timeout_s)
+
+    def _wait_on_health(
+        self, reached: Callable[[dict[str, Any]], int | None], what: str, timeout_s: float | None
+    ) -> int:
+        """Poll /health/ (its body carries the metrics while the worker is still starting, 503,
+        too) until ``reached`` gives a value."""
+        timeout_s = self.wait_s if timeout_s is None else timeout_s
+
+        def probe() -> int | None:
+            _, body = self.health()
+            return reached(body) if isinstance(body, dict) and "metrics" in body else None
+
         return wait_until(
-            done,
+            probe,
             timeout_s=timeout_s,
-            what=f"{self.name}: {events} events read and done",
+            what=f"{self.name}: {what}",
             poll_s=0.1,
             abort=self.check_alive,
             on_timeout=lambda: WorkerFailed(
-                f"{self.name}: not done with {events} events after {timeout_s:g} s: "
-                f"{self.health()[1]}\n{self.log_tail()}"
+                f"{self.name}: not {what} after {timeout_s:g} s: {self.health()[1]}\n"
+                f"{self.log_tail()}"
             ),
         )
 
