@@ -8,7 +8,14 @@ import faust
 
 from streamrec.kafka.security import faust_credentials
 from streamrec.settings import Settings
+from streams.inline_delivery import InlineDelivery
 from streams.seek_first import SeekFirstConsumer
+
+
+class WorkerConsumer(InlineDelivery, SeekFirstConsumer):
+    """The worker's Faust consumer: stream partitions flow only once sought to their committed
+    offsets (``streams.seek_first``), and fetched records reach the streams without a task per
+    record unless their delivery blocks (``streams.inline_delivery``)."""
 
 
 def create_app(settings: Settings) -> faust.App:
@@ -42,7 +49,5 @@ def create_app(settings: Settings) -> faust.App:
         stream_wait_empty=True,
         autodiscover=False,
     )
-    # Stream partitions flow only once seeked to their committed offsets (a Faust race loses
-    # and repeats events otherwise; see streams/seek_first.py).
-    app.transport.Consumer = SeekFirstConsumer  # type: ignore[misc]  # this app's transport only
+    app.transport.Consumer = WorkerConsumer  # type: ignore[misc]  # this app's transport only
     return app
