@@ -14,7 +14,9 @@ has been taken, so that time also delayed the next fetch (docs/benchmarks.md, *E
 Almost every delivery never blocks. Here the delivery coroutine is first run inline, up to its
 first suspension: if it finishes there, that is the whole delivery, and no task is made. If it
 suspends, it goes on under ``mode``'s ``wait_first`` exactly as before (``_Continued`` resumes
-it where it stopped), so a rebalance still interrupts a blocked delivery.
+it where it stopped), so a rebalance still interrupts a blocked delivery. The delivery's first
+steps thus run in the draining task, not a task of their own: fine for Faust's delivery (flow
+control, the producer buffer, a stream queue's put), which binds nothing to the current task.
 """
 
 from __future__ import annotations
