@@ -55,6 +55,7 @@ sys.path.insert(0, str(REPO / "bench"))
 from workload import Sessions, make_items, write_model  # noqa: E402
 
 from streamrec.kafka import broker  # noqa: E402
+from streamrec.replay import fetch_topic_metadata  # noqa: E402
 from streamrec.settings import Settings, load_settings  # noqa: E402
 from streamrec.wait import wait_until  # noqa: E402
 from streamrec.worker_process import WorkerProcess  # noqa: E402
@@ -94,10 +95,7 @@ def produce(
     producer = _producer(s, linger_ms=20 if rate == 0 else linger_ms)
     events = Sessions(items, users, seed=seed).events(prefix)
     last: dict[str, str] = {}
-    for topic in topics.values():
-        # kafka-python's first send to a topic blocks ~100 ms on metadata after the stamp
-        # (streamrec.replay._warm_up): fetch it before the clock starts
-        producer.partitions_for(topic)
+    fetch_topic_metadata(producer, topics.values())  # as a paced replay does, before the clock
     t0 = time.perf_counter()
     for i in range(n):
         if rate:
@@ -217,6 +215,23 @@ class App:
 def counters(app: App) -> dict[str, int]:
     body = app.get("/health/")
     return dict(orjson.loads(body)["metrics"]["counters"]) if body else {}
+
+
+def caught_up(apps: list[App], sent: int, recs: list[tuple[float, str, float]]) -> bool:
+    """Every event taken in by the apps and done (``events_pending`` 0: read but not yet listed
+    counts, or a drain would end while the merge and the batcher still hold up to a batch of
+    them), and every list published so far arrived. (The per-user last event is no marker: a
+    user's events span three topics, read in no fixed order.)"""
+    bodies = [app.get("/health/") for app in apps]
+    if not all(bodies):
+        return False
+    health = [orjson.loads(b) for b in bodies]
+    c = [h["metrics"]["counters"] for h in health]
+    return (
+        sum(x.get("events_in", 0) for x in c) >= sent
+        and all(h.get("events_pending") == 0 for h in health)
+        and len(recs) >= sum(x.get("lists_out", 0) for x in c) > 0
+    )
 
 
 def worker_counts(app: App) -> dict[str, int]:
@@ -395,20 +410,7 @@ def one_repeat(
     worker = App("streamrec", live_s, [py, "-m", "streamrec", "worker"], out / f"live-{r}.log")
 
     def drained(recs: list[tuple[float, str, float]]) -> bool:
-        # Every event taken in and done (events_pending: read but not yet listed counts, or
-        # the drain would end while the merge and the batcher still hold up to a batch of
-        # them), and every list published so far arrived. (The per-user last event is no
-        # marker: a user's events span three topics, read in no fixed order.)
-        body = worker.get("/health/")
-        if not body:
-            return False
-        health = orjson.loads(body)
-        c = health["metrics"]["counters"]
-        return (
-            c.get("events_in", 0) >= sent
-            and health.get("events_pending") == 0
-            and len(recs) >= c.get("lists_out", 0) > 0
-        )
+        return caught_up([worker], sent, recs)
 
     spy = None
     if args.profile and r == 0:
@@ -485,17 +487,7 @@ def one_repeat(
             workers.append(App(f"{name} #{w + 1}", s, cmd, out / f"{tag}-{r}-{w}.log"))
 
         def group_drained(recs: list[tuple[float, str, float]]) -> bool:
-            bodies = [w.get("/health/") for w in workers]
-            if not all(bodies):
-                return False
-            health = [orjson.loads(b) for b in bodies]
-            c = [h["metrics"]["counters"] for h in health]
-            lists = sum(x.get("lists_out", 0) for x in c)
-            return (
-                sum(x.get("events_in", 0) for x in c) >= sent
-                and all(h.get("events_pending") == 0 for h in health)
-                and len(recs) >= lists > 0
-            )
+            return caught_up(workers, sent, recs)
 
         seconds = drain(workers, col, group_drained, args.timeout)
         rep.drain[name] = sent / seconds
@@ -687,9 +679,9 @@ def main() -> int:
         type=int,
         default=5,
         help="the fixed-rate producer's linger (counted in the latency: events are stamped "
-        "before it). With 0 every event is its own produce request, and kafka-python spends "
-        "74-84%% of a core on it at 1,000/s on this 2-core machine (32-35%% with 5), taken "
-        "from the apps measured; runs before 2026-12-07 night used 0",
+        "before it). With 0 every event is its own produce request: bench/harness.py measured "
+        "the producer at 71%% of a core at 1,000/s with 0 and 28%% with 5, taken from the apps "
+        "measured; runs before 2026-12-07 night used 0",
     )
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--partitions", type=int, default=4)

@@ -189,7 +189,7 @@ def skip_delivered(
     return it
 
 
-def _warm_up(producer: ProducerLike, topics: Iterable[str]) -> None:
+def fetch_topic_metadata(producer: ProducerLike, topics: Iterable[str]) -> None:
     """Fetch each event topic's metadata before a paced replay's clock starts. kafka-python's
     first send to a topic blocks on a metadata refresh (~100 ms each here) after the event was
     stamped: the first event of each topic would show it as event -> list latency downstream,
@@ -362,7 +362,7 @@ def replay(
             check()
 
         if pacer is not None:
-            _warm_up(producer, topic_of.values())
+            fetch_topic_metadata(producer, topic_of.values())
 
         bar = tqdm(
             total=total,
