@@ -48,6 +48,12 @@ SOURCE_BITS = {"recent": 1, "covisit": 2, "model": 4, "popular": 8}
 # per type, last type code)
 HistoryStat = tuple[int, float, list[int], int]
 
+_M_RANK, _IN_HIST, _REC_RANK, _AGE = F["model_rank"], F["in_history"], F["recency_rank"], F["age"]
+_N_BROWSE, _N_CLICK, _N_PURCHASE, _LAST_TYPE = (
+    F["n_browse"], F["n_click"], F["n_purchase"], F["last_type"]
+)  # fmt: skip
+_COVISIT, _CV_RANK, _POP = F["covisit"], F["covisit_rank"], F["popularity"]
+
 
 @dataclass(frozen=True, slots=True)
 class CandidateConfig:
@@ -143,7 +149,124 @@ def build_candidates(
     first), or None without a model; ``listable`` says whether an item may be listed at all
     (available in the catalog); ``stats`` each user's ``history_stats`` when the caller has
     them (the reasons read them too). Model scores are set afterwards (``set_model_scores``)
-    for every row, from whichever source it came."""
+    for every row, from whichever source it came.
+
+    This runs for every list served, so the Python loop only collects each user's items and
+    where each source's values go; the feature matrix is then filled column by column in numpy
+    (``reference_candidates`` is the same thing row by row, and a test holds them equal)."""
+    batch = CandidateBatch()
+    ids, users, sources = batch.item_ids, batch.users, batch.sources
+    bit_recent, bit_covisit = SOURCE_BITS["recent"], SOURCE_BITS["covisit"]
+    bit_model, bit_popular = SOURCE_BITS["model"], SOURCE_BITS["popular"]
+    pop_score = {i: s for i, s in popular}
+    head = [item for item, _ in popular[: cfg.popular]]
+    # where each value goes: (row, value) per feature that a source or the history sets
+    hist_rows: list[int] = []
+    hist_rank: list[int] = []
+    hist_age: list[float] = []
+    hist_counts: list[list[int]] = []
+    hist_code: list[int] = []
+    pop_rows: list[int] = []
+    pop_vals: list[float] = []
+    cv_rows: list[int] = []
+    cv_vals: list[float] = []
+    cv_ranks: list[int] = []
+    m_rows: list[int] = []
+    m_ranks: list[int] = []
+    for b, ctx in enumerate(contexts):
+        hist = history_stats(ctx.history) if stats is None else stats[b]
+        recent = list(hist)  # the stats are keyed newest first: the recent items
+        banned = ctx.excluded | (ctx.purchased if cfg.exclude_purchased else frozenset())
+        chosen: dict[str, int] = {}
+        now = ctx.now
+
+        def add(item: str, bit: int) -> int:
+            """The item's row (new or already there), or -1 when it may not be listed."""
+            at = chosen.get(item)  # noqa: B023 (called within this user's iteration only)
+            if at is not None:
+                sources[at] |= bit
+                return at
+            if item in banned or (listable is not None and not listable(item)):  # noqa: B023
+                return -1
+            at = chosen[item] = len(ids)  # noqa: B023
+            ids.append(item)
+            users.append(b)  # noqa: B023
+            sources.append(bit)
+            st = hist.get(item)  # noqa: B023
+            if st is not None:
+                rank, ts, counts, code = st
+                hist_rows.append(at)
+                hist_rank.append(rank)
+                hist_age.append(now - ts)  # noqa: B023
+                hist_counts.append(counts)
+                hist_code.append(code)
+            pop = pop_score.get(item)
+            if pop is not None:
+                pop_rows.append(at)
+                pop_vals.append(pop)
+            return at
+
+        for item in recent[: cfg.recent]:
+            add(item, bit_recent)
+        if covisit is not None:
+            neighbours = covisit.for_user(recent, cfg.covisit)
+            ranked = sorted(neighbours.items(), key=lambda kv: -kv[1])
+            for rank, (item, score) in enumerate(ranked):
+                at = add(item, bit_covisit)
+                if at >= 0:
+                    cv_rows.append(at)
+                    cv_vals.append(score)
+                    cv_ranks.append(rank)
+        if model_lists is not None:
+            for rank, (item, _) in enumerate(model_lists[b][: cfg.model]):
+                at = add(item, bit_model)
+                if at >= 0:
+                    m_rows.append(at)
+                    m_ranks.append(rank)
+        for item in head:
+            add(item, bit_popular)
+        batch.offsets.append(len(ids))
+    if not ids:
+        return batch
+    none_recent = _sentinels(cfg)[1]
+    f = np.empty((len(ids), N_FEATURES), dtype=np.float64)
+    f[:] = _absent_values(cfg)
+    if pop_rows:
+        pop_top = popular[0][1]
+        f[pop_rows, _POP] = np.maximum(-20.0, np.asarray(pop_vals) - pop_top) / 20.0
+    if hist_rows:
+        counts = np.log1p(np.asarray(hist_counts, dtype=np.float64))
+        f[hist_rows, _IN_HIST] = 1.0
+        f[hist_rows, _REC_RANK] = np.minimum(np.log1p(np.asarray(hist_rank, float)), none_recent)
+        f[hist_rows, _AGE] = np.log1p(np.maximum(0.0, np.asarray(hist_age))) / 10
+        f[hist_rows, _N_BROWSE] = counts[:, 0]
+        f[hist_rows, _N_CLICK] = counts[:, 1]
+        f[hist_rows, _N_PURCHASE] = counts[:, 2]
+        f[hist_rows, _LAST_TYPE] = np.asarray(hist_code, dtype=np.float64) + 1.0
+    if cv_rows:
+        f[cv_rows, _COVISIT] = cv_vals
+        f[cv_rows, _CV_RANK] = np.log1p(np.asarray(cv_ranks, dtype=np.float64))
+    if m_rows:
+        f[m_rows, _M_RANK] = np.log1p(np.asarray(m_ranks, dtype=np.float64))
+    batch.features = f.astype(np.float32)
+    return batch
+
+
+def _absent_values(cfg: CandidateConfig) -> list[float]:
+    return _base_row("", {}, 0.0, {}, 0.0, _sentinels(cfg))
+
+
+def reference_candidates(
+    contexts: Sequence[UserContext],
+    cfg: CandidateConfig,
+    covisit: CoVisitation | None,
+    popular: Sequence[tuple[str, float]],
+    model_lists: Sequence[Sequence[tuple[str, float]]] | None = None,
+    listable: Callable[[str], bool] | None = None,
+    stats: Sequence[Mapping[str, HistoryStat]] | None = None,
+) -> CandidateBatch:
+    """``build_candidates`` one feature row at a time: the readable form, kept to test the
+    vectorised one against."""
     batch = CandidateBatch()
     rows: list[list[float]] = []
     pop_top = popular[0][1] if popular else 0.0
@@ -232,13 +355,6 @@ def history_stats(history: Sequence[Visit]) -> dict[str, HistoryStat]:
             out[item] = (len(out), ts, c, code)
         c[code] += 1
     return out
-
-
-_M_RANK, _IN_HIST, _REC_RANK, _AGE = F["model_rank"], F["in_history"], F["recency_rank"], F["age"]
-_N_BROWSE, _N_CLICK, _N_PURCHASE, _LAST_TYPE = (
-    F["n_browse"], F["n_click"], F["n_purchase"], F["last_type"]
-)  # fmt: skip
-_CV_RANK, _POP = F["covisit_rank"], F["popularity"]
 
 
 def _base_row(

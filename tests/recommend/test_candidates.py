@@ -16,6 +16,7 @@ from streamrec.recommend.candidates import (
     absent_row,
     build_candidates,
     heuristic_scores,
+    reference_candidates,
     source_scores,
 )
 
@@ -76,3 +77,44 @@ def test_the_absent_row_is_what_a_candidate_no_source_knows_has():
     np.testing.assert_allclose(
         np.delete(row, F["popularity"]), np.delete(q, F["popularity"]), atol=1e-7
     )
+
+
+def test_the_vectorised_candidates_equal_the_row_by_row_reference():
+    """Random histories, co-visitation, popularity and model lists over a small catalog, so
+    items come from several sources at once, some are purchased and some unlistable."""
+    rng = np.random.default_rng(7)
+    items = [f"i{n}" for n in range(40)]
+    cv = CoVisitation()
+    for _ in range(300):
+        a, b = rng.choice(len(items), 2, replace=False)
+        cv.observe([(items[a], 0, T)], (items[b], int(rng.integers(3)), T + 1))
+    contexts = []
+    for _ in range(25):
+        n = int(rng.integers(0, 30))
+        history = [
+            (items[int(rng.integers(len(items)))], int(rng.integers(3)), T + 10.0 * k)
+            for k in range(n)
+        ]
+        bought = frozenset(items[int(i)] for i in rng.integers(len(items), size=3))
+        now = T + 10.0 * n + float(rng.integers(0, 5))  # 0: the newest event's own time
+        contexts.append(UserContext(history, bought, now))
+    popular = [(items[int(i)], float(-k)) for k, i in enumerate(rng.permutation(40)[:12])]
+    model_lists = [
+        [(items[int(i)], float(-k)) for k, i in enumerate(rng.permutation(40)[:15])]
+        for _ in contexts
+    ]
+    gone = set(items[::7])
+    for cfg in (
+        CandidateConfig(recent=5, covisit=8, model=6, popular=4),
+        CandidateConfig(exclude_purchased=False),
+    ):
+        for listable in (None, lambda i: i not in gone):
+            for lists in (None, model_lists):
+                got = build_candidates(contexts, cfg, cv, popular, lists, listable)
+                want = reference_candidates(contexts, cfg, cv, popular, lists, listable)
+                assert len(want) > 100
+                assert got.item_ids == want.item_ids
+                assert got.users == want.users and got.offsets == want.offsets
+                assert got.sources == want.sources
+                assert got.features.dtype == want.features.dtype == np.float32
+                np.testing.assert_allclose(got.features, want.features, rtol=1e-6, atol=1e-7)
