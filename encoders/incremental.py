@@ -180,6 +180,8 @@ class IncrementalEncoder:
                     misses.append(i)
             if hits:
                 self._advance(requests, hits, out)
+            # shortest histories first, so a chunk is padded to lengths near its own
+            misses.sort(key=lambda i: len(requests[i].rows))
             for start in range(0, len(misses), REBUILD_CHUNK):
                 self._rebuild(requests, misses[start : start + REBUILD_CHUNK], out)
         return out

@@ -232,6 +232,31 @@ class CausalSelfAttention(nn.Module):
         )
         return y.reshape(B, H, n * W, hd)[:, :, pad:]
 
+    def tail(self, x: Tensor, valid: Tensor, n_out: int) -> tuple[Tensor, Tensor, Tensor]:
+        """``forward`` for the last ``n_out`` positions only, with the keys and values of all:
+        what a rebuild needs (``UserTower.prefill``). A kept query attends to its W-1
+        predecessors, so ``x`` [B,T,C] ends with them: T <= n_out + W - 1 (or the whole
+        history). The queries are one dense [n_out, T] slab, which is no larger than
+        ``windowed_attention``'s blocks while n_out <= W (the default two layers)."""
+        B, T, C = x.shape
+        H, hd, W = self.n_heads, self.head_dim, self.window
+        w_q, w_kv = self.c_attn.weight.split((C, 2 * C))
+        b_q, b_kv = self.c_attn.bias.split((C, 2 * C))
+        q = F.linear(x[:, T - n_out :], w_q, b_q).view(B, n_out, H, hd).transpose(1, 2)
+        k, v = (
+            t.view(B, T, H, hd).transpose(1, 2) for t in F.linear(x, w_kv, b_kv).split(C, dim=2)
+        )
+        dist = torch.arange(T - n_out, T)[:, None] - torch.arange(T)[None, :]  # [n_out, T]
+        bias = self.rel_bias[:, dist.clamp(0, W - 1)]  # [H,n_out,T]
+        # as in windowed_attention: a padding query keeps its own key (a finite junk output)
+        ok = (valid[:, None, :] & ((dist >= 0) & (dist < W))[None]) | (dist == 0)[None]
+        mask = (
+            bias[None]
+            + torch.zeros(ok.shape, dtype=q.dtype).masked_fill(~ok, float("-inf"))[:, None]
+        )
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.c_proj(y.transpose(1, 2).reshape(B, n_out, C)), k, v
+
     def reference_attention(self, q: Tensor, k: Tensor, v: Tensor, valid: Tensor) -> Tensor:
         """The T*T form of ``windowed_attention`` (eval mode), kept to test it against."""
         T = q.shape[2]
@@ -335,6 +360,12 @@ class Block(nn.Module):
         x = x + a
         return x + self.mlp(self.ln_2(x)), k, v
 
+    def tail(self, x: Tensor, valid: Tensor, n_out: int) -> tuple[Tensor, Tensor, Tensor]:
+        """``forward`` for the last ``n_out`` positions (``CausalSelfAttention.tail``)."""
+        a, k, v = self.attn.tail(self.ln_1(x), valid, n_out)
+        x = x[:, x.shape[1] - n_out :] + a
+        return x + self.mlp(self.ln_2(x)), k, v
+
     def step(
         self, x: Tensor, k_ring: Tensor, v_ring: Tensor, positions: Tensor, starts: Tensor
     ) -> Tensor:
@@ -406,25 +437,30 @@ class UserTower(nn.Module):
         ``context_events`` recent events (or the whole history) both are exact: the keys and values
         of the last W events at every layer depend on no older event.
         """
-        B, T = types.shape
         cfg = self.cfg
-        out, kvs = self.forward_kv(item_vecs, types, gap_buckets, valid)
-        back = window_distances(last_positions, cfg.window)  # [B,W] events back per slot
+        B, W, L = types.shape[0], cfg.window, cfg.n_layers
+        back = window_distances(last_positions, W)  # [B,W] events back per slot
         # Slots without a given event are masked in ``step`` (via starts); zero them anyway so
         # padding junk can never reach att @ v (0 * NaN would still be NaN).
         filled = back < valid.sum(dim=1, keepdim=True)
-        index = (
-            (T - 1 - back)
-            .clamp(min=0)[:, None, :, None]
-            .expand(B, cfg.n_heads, cfg.window, cfg.head_dim)
-        )
         keep = filled[:, None, :, None]
+        # Only what the state needs is computed (``forward_kv`` is the whole pass, the reference
+        # a test holds this to): layer l's outputs at the last (L-1-l)(W-1)+1 positions, the
+        # next layer's ring and the W-1 events before each of its own outputs; the top layer's
+        # at the last position alone. At two layers of W=50 that is 51 positions, not 198.
+        x = self.embed(item_vecs, types, gap_buckets)[:, -cfg.context_events :]
+        valid = valid[:, -cfg.context_events :]
         rings = []
-        for k, v in kvs:
+        for layer, block in enumerate(cast(Sequence[Block], self.blocks)):
+            T = x.shape[1]
+            x, k, v = block.tail(x, valid, min(T, (L - 1 - layer) * (W - 1) + 1))
+            index = (T - 1 - back).clamp(min=0)[:, None, :, None]
+            index = index.expand(B, cfg.n_heads, W, cfg.head_dim)
             k_ring = torch.where(keep, k.gather(2, index), 0.0)
             v_ring = torch.where(keep, v.gather(2, index), 0.0)
             rings.append(torch.stack([k_ring, v_ring], dim=1))  # [B,2,H,W,hd]
-        return out[:, -1], torch.stack(rings, dim=1)
+            valid = valid[:, T - x.shape[1] :]
+        return self.ln_f(x[:, -1]), torch.stack(rings, dim=1)
 
     def step(self, tokens: Tensor, rings: Tensor, positions: Tensor, starts: Tensor) -> Tensor:
         """Advance B users by one event each. tokens [B,d] from ``embed``; rings [B,L,2,H,W,hd]

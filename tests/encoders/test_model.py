@@ -126,3 +126,45 @@ def test_encode_full_restores_training_mode() -> None:
     b = model.encode_full([1, 2, 3], [0, 1, 2], [-1.0, 2.0, 3.0], item_vecs)
     assert torch.equal(a, b)  # dropout was off
     assert model.training
+
+
+@pytest.mark.parametrize(("n_layers", "window"), [(1, 6), (2, 6), (3, 5), (4, 3)])
+def test_prefill_computes_only_what_the_state_needs_and_equals_the_whole_pass(
+    n_layers: int, window: int
+) -> None:
+    """``prefill`` skips outputs no ring or user vector reads; its vector and every layer's
+    ring must still equal the whole forward pass's (``forward_kv``), for histories shorter than
+    one window, between, and past the receptive field, left-padded in one batch."""
+    cfg = EncoderConfig(
+        d_model=32, n_layers=n_layers, n_heads=2, window=window, n_item_ids=20, n_categories=4
+    )
+    model = random_model(cfg, seed=n_layers)
+    tower = model.user_tower
+    ctx = cfg.context_events
+    lengths = [1, 2, window - 1, window, window + 1, ctx - 1, ctx, ctx + 3]
+    T = max(lengths)
+    torch.manual_seed(window)
+    item_vecs = torch.randn(len(lengths), T, cfg.d_model)
+    types = torch.randint(0, cfg.n_event_types, (len(lengths), T))
+    gaps = torch.randint(0, cfg.n_gap_buckets, (len(lengths), T))
+    valid = torch.arange(T)[None, :] >= T - torch.tensor(lengths)[:, None]
+    positions = (
+        torch.tensor(lengths) - 1 + torch.tensor([0, 5, 0, 11, 3, 0, 7, 2])
+    )  # positions in longer histories
+    with torch.no_grad():
+        vec, rings = tower.prefill(item_vecs, types, gaps, valid, positions)
+        out, kvs = tower.forward_kv(item_vecs, types, gaps, valid)
+    torch.testing.assert_close(vec, out[:, -1], rtol=1e-5, atol=1e-5)
+    for b, n in enumerate(lengths):
+        kept = min(n, window)
+        for t in range(T - kept, T):  # the last `kept` events live in slot position % W
+            slot = int(positions[b] - (T - 1 - t)) % window
+            for layer, (k, v) in enumerate(kvs):
+                torch.testing.assert_close(
+                    rings[b, layer, 0, :, slot], k[b, :, t], atol=1e-5, rtol=1e-5
+                )
+                torch.testing.assert_close(
+                    rings[b, layer, 1, :, slot], v[b, :, t], atol=1e-5, rtol=1e-5
+                )
+        empty = [(int(positions[b]) - j) % window for j in range(kept, window)]
+        assert not rings[b, :, :, :, empty].any()  # slots with no event of the user's are zero
