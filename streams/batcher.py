@@ -6,7 +6,7 @@ flushing loop found it non-empty, whichever comes first. ``submit`` waits while 
 items are queued, so a slow model pushes back on the consumer instead of growing memory.
 
 When the consumer is behind (``behind()``: records known to be waiting on the broker), a batch may
-grow to ``behind_size`` and wait up to ``behind_wait_s`` to fill. Each user gets one list per
+grow to ``behind_size`` and wait up to ``behind_wait_s`` to fill, as long as records still wait. Each user gets one list per
 batch, after their last event in it, so in a backlog one large batch answers several events of a
 user with one ranked list (and one encoder pass) where small batches would rank the user again
 for each. Caught up, batches are small again and latency is the small batch's.
@@ -22,6 +22,7 @@ from typing import Generic, TypeVar
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
+BEHIND_POLL_S = 0.01  # how often a backlog batch that is filling asks whether it still is one
 
 
 class MicroBatcher(Generic[T]):
@@ -79,11 +80,31 @@ class MicroBatcher(Generic[T]):
             )
             if len(self._items) < self._target:
                 self._full.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._full.wait(), wait_s)
+                if behind:
+                    await self._fill_while_behind(wait_s)
+                else:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._full.wait(), wait_s)
             if behind:
                 self.behind_batches += 1
             await self._flush_one()
+
+    async def _fill_while_behind(self, wait_s: float) -> None:
+        """A backlog batch grows while records wait on the broker, up to ``behind_size`` or
+        ``wait_s``; once they are read (``behind()`` turns false) it goes at once. Waiting on
+        would only delay the lists: after a long batch the records that came in meanwhile are
+        read in a fraction of the wait, and nothing more is waiting to fill the batch."""
+        assert self.behind is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        while not self._full.is_set():
+            left = deadline - loop.time()
+            if left <= 0:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._full.wait(), min(left, BEHIND_POLL_S))
+            if not self.behind():
+                return
 
     async def _flush_one(self) -> None:
         n = self._target

@@ -133,3 +133,23 @@ def test_behind_waits_longer_for_its_batch_to_fill():
         return seen
 
     assert run(main()) == [[0, 1, 2, 3, 4, 5]]
+
+
+def test_a_backlog_batch_goes_once_the_records_waiting_are_read():
+    """Behind, a batch waits to fill only while records still wait on the broker: once the
+    consumer has caught up it is flushed, long before its wait bound (an hour here)."""
+
+    async def main():
+        b, seen = _recording(max_size=2, behind_size=100, behind_wait_s=3600.0)
+        asked: list[bool] = []
+        # behind when the batch is started, caught up when it next asks
+        b.behind = lambda: (asked.append(True), len(asked) == 1)[1]
+        for i in range(4):
+            await b.submit(i)
+        task = asyncio.create_task(b.run())
+        await asyncio.wait_for(b.wait_idle(), 60)  # a guard against a hang, not a timing
+        task.cancel()
+        return seen, b.behind_batches
+
+    seen, behind_batches = run(main())
+    assert seen == [[0, 1, 2, 3]] and behind_batches == 1
