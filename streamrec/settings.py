@@ -63,6 +63,7 @@ class AppSettings:
     log_level: str
     commit_interval_s: float
     session_timeout_s: float
+    fetch_max_wait_ms: int
     gc_young_objects: int
 
 
@@ -308,6 +309,7 @@ _POSITIVE = {
     "app.web_port",
     "app.commit_interval_s",
     "app.session_timeout_s",
+    "app.fetch_max_wait_ms",
     "app.gc_young_objects",
     "validation.max_event_bytes",
     "validation.max_item_bytes",

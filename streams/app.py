@@ -8,14 +8,16 @@ import faust
 
 from streamrec.kafka.security import faust_credentials
 from streamrec.settings import Settings
+from streams.fetch_wait import BoundedFetchWait
 from streams.inline_delivery import InlineDelivery
 from streams.seek_first import SeekFirstConsumer
 
 
-class WorkerConsumer(InlineDelivery, SeekFirstConsumer):
+class WorkerConsumer(BoundedFetchWait, InlineDelivery, SeekFirstConsumer):
     """The worker's Faust consumer: stream partitions flow only once sought to their committed
-    offsets (``streams.seek_first``), and fetched records reach the streams without a task per
-    record unless their delivery blocks (``streams.inline_delivery``)."""
+    offsets (``streams.seek_first``), fetched records reach the streams without a task per
+    record unless their delivery blocks (``streams.inline_delivery``), and a fetch waits on the
+    broker at most ``app.fetch_max_wait_ms`` (``streams.fetch_wait``)."""
 
 
 def create_app(settings: Settings) -> faust.App:
@@ -49,5 +51,9 @@ def create_app(settings: Settings) -> faust.App:
         stream_wait_empty=True,
         autodiscover=False,
     )
-    app.transport.Consumer = WorkerConsumer  # type: ignore[misc]  # this app's transport only
+
+    class Consumer(WorkerConsumer):
+        fetch_max_wait_ms = a.fetch_max_wait_ms
+
+    app.transport.Consumer = Consumer  # type: ignore[misc]  # this app's transport only
     return app
