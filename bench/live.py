@@ -368,12 +368,14 @@ def settings_for(
             "datadir": str(out / app_id),
             "web_port": broker.free_port(),
             "log_level": "warning",
+            "fetch_max_wait_ms": args.fetch_max_wait_ms,
         },
         model={"checkpoint": str(out / "model"), "cache_mb": args.cache_mb, "threads": 1},
         recs={
             "batch_max": args.batch_max,
             "batch_wait_ms": args.batch_wait_ms,
             "batch_max_behind": max(args.batch_max, args.batch_max_behind),
+            "batch_wait_behind_ms": args.batch_wait_behind_ms,
         },
         retrieval={"method": args.retrieval},
         ingest={"behind_wait_ms": args.behind_wait_ms},
@@ -695,6 +697,20 @@ def main() -> int:
         default=2048,
         help="batch size while the worker is behind (recs.batch_max_behind; "
         "= --batch-max turns it off, the behaviour before 2026-12-06 evening)",
+    )
+    ap.add_argument(
+        "--batch-wait-behind-ms",
+        type=float,
+        default=600.0,
+        help="how long a batch waits to fill while records wait on the broker "
+        "(recs.batch_wait_behind_ms; 200 before 2026-12-08, second session)",
+    )
+    ap.add_argument(
+        "--fetch-max-wait-ms",
+        type=int,
+        default=50,
+        help="how long the broker may hold the worker's fetch (app.fetch_max_wait_ms; "
+        "Faust's own 1,500 before 2026-12-08, second session)",
     )
     ap.add_argument(
         "--behind-wait-ms",
