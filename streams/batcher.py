@@ -6,10 +6,11 @@ flushing loop found it non-empty, whichever comes first. ``submit`` waits while 
 items are queued, so a slow model pushes back on the consumer instead of growing memory.
 
 When the consumer is behind (``behind()``: records known to be waiting on the broker), a batch may
-grow to ``behind_size`` and wait up to ``behind_wait_s`` to fill, as long as records still wait. Each user gets one list per
-batch, after their last event in it, so in a backlog one large batch answers several events of a
-user with one ranked list (and one encoder pass) where small batches would rank the user again
-for each. Caught up, batches are small again and latency is the small batch's.
+grow to ``behind_size`` and wait up to ``behind_wait_s`` to fill, as long as records still wait.
+Each user gets one list per batch, after their last event in it, so in a backlog one large batch
+answers several events of a user with one ranked list (and one encoder pass) where small batches
+would rank the user again for each. Caught up, batches are small again and latency is the small
+batch's.
 """
 
 from __future__ import annotations
