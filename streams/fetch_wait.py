@@ -9,7 +9,8 @@ partitions sit untaken that long, so the fetch goes out for the idle ones (the f
 topics, a quiet purchase partition). The broker holds it until data arrives or the wait runs
 out, and meanwhile nothing else is fetched from that broker: the worker read nothing for up to
 1.5 s after a long batch, then two seconds' worth at once (docs/benchmarks.md, *Live path*,
-2026-12-08, second session). A short wait bounds that stall; an idle consumer polls a little more often.
+2026-12-08, second session). A short wait bounds that stall; an idle consumer polls a little
+more often.
 """
 
 from __future__ import annotations
