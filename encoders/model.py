@@ -246,13 +246,16 @@ class CausalSelfAttention(nn.Module):
         k, v = (
             t.view(B, T, H, hd).transpose(1, 2) for t in F.linear(x, w_kv, b_kv).split(C, dim=2)
         )
-        dist = torch.arange(T - n_out, T)[:, None] - torch.arange(T)[None, :]  # [n_out, T]
+        at = torch.arange(T, device=x.device)
+        dist = at[T - n_out :, None] - at[None, :]  # [n_out, T]
         bias = self.rel_bias[:, dist.clamp(0, W - 1)]  # [H,n_out,T]
         # as in windowed_attention: a padding query keeps its own key (a finite junk output)
         ok = (valid[:, None, :] & ((dist >= 0) & (dist < W))[None]) | (dist == 0)[None]
         mask = (
             bias[None]
-            + torch.zeros(ok.shape, dtype=q.dtype).masked_fill(~ok, float("-inf"))[:, None]
+            + torch.zeros(ok.shape, dtype=q.dtype, device=x.device).masked_fill(~ok, float("-inf"))[
+                :, None
+            ]
         )
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.c_proj(y.transpose(1, 2).reshape(B, n_out, C)), k, v
