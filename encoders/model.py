@@ -251,12 +251,7 @@ class CausalSelfAttention(nn.Module):
         bias = self.rel_bias[:, dist.clamp(0, W - 1)]  # [H,n_out,T]
         # as in windowed_attention: a padding query keeps its own key (a finite junk output)
         ok = (valid[:, None, :] & ((dist >= 0) & (dist < W))[None]) | (dist == 0)[None]
-        mask = (
-            bias[None]
-            + torch.zeros(ok.shape, dtype=q.dtype, device=x.device).masked_fill(~ok, float("-inf"))[
-                :, None
-            ]
-        )
+        mask = bias[None] + torch.where(ok, 0.0, float("-inf")).to(q.dtype)[:, None]
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.c_proj(y.transpose(1, 2).reshape(B, n_out, C)), k, v
 
