@@ -15,19 +15,17 @@ more often.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
 
 class _BoundedWaitThread(AIOKafkaConsumerThread):
-    fetch_max_wait_ms = 1500
-
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
         # read by aiokafka when it builds its fetcher, at start (the constructor takes it, but
         # Faust passes a literal)
-        consumer._fetch_max_wait_ms = self.fetch_max_wait_ms
+        consumer._fetch_max_wait_ms = cast(BoundedFetchWait, self.consumer).fetch_max_wait_ms
         return consumer
 
 
@@ -38,9 +36,5 @@ class BoundedFetchWait:
     fetch_max_wait_ms = 1500
 
     def _new_consumer_thread(self) -> AIOKafkaConsumerThread:
-        wait = self.fetch_max_wait_ms
-
-        class Thread(_BoundedWaitThread):
-            fetch_max_wait_ms = wait
-
-        return Thread(self, loop=self.loop, beacon=self.beacon)  # type: ignore[attr-defined,arg-type]
+        loop, beacon = self.loop, self.beacon  # type: ignore[attr-defined]
+        return _BoundedWaitThread(self, loop=loop, beacon=beacon)  # type: ignore[arg-type]

@@ -31,7 +31,7 @@ def test_the_worker_consumer_waits_on_the_broker_as_configured(tmp_path: Path) -
     assert "fetch_max_wait_ms=self._fetch_max_wait_ms" in source
 
 
-def test_faust_alone_would_wait_one_and_a_half_seconds(tmp_path: Path) -> None:
+def test_faust_alone_would_wait_one_and_a_half_seconds() -> None:
     """What the mix-in corrects (faust-streaming passes a literal 1,500 ms)."""
     from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
